@@ -1,0 +1,2 @@
+"""Registered quantized Transformer models."""
+from . import fq_transformer  # noqa: F401

@@ -1,0 +1,222 @@
+"""The fully quantized Transformer (seed 003): fairseq's Transformer with quantized modules plugged in
+through its build_* hooks."""
+import logging
+
+from fairseq.dataclass.utils import gen_parser_from_dataclass
+from fairseq.distributed import fsdp_wrap
+from fairseq.models import register_model, register_model_architecture
+from fairseq.models.transformer import (
+    TransformerConfig,
+    TransformerDecoderBase,
+    TransformerEncoderBase,
+    TransformerModel,
+    base_architecture,
+    tiny_architecture,
+    transformer_iwslt_de_en,
+    transformer_vaswani_wmt_en_de_big,
+    transformer_wmt_en_de,
+)
+from fairseq.modules.transformer_layer import TransformerDecoderLayerBase, TransformerEncoderLayerBase
+from fairseq.modules.checkpoint_activations import checkpoint_wrapper
+
+from ..modules.quant_activation import QuantActivation, QuantizeBeforeDropout
+from ..modules.quant_attention import QuantMultiheadAttention
+from ..modules.quant_config import QuantConfig, QuantSpec
+from ..modules.quant_layer_norm import QuantLayerNorm
+from ..modules.quant_linear import QuantEmbedding, QuantLinear
+from ..quant import ActivationQuantizer, WeightQuantizer, token_mask
+
+logger = logging.getLogger(__name__)
+
+
+def _wrap_layer(layer, cfg):
+    """fairseq's activation checkpointing / FSDP wrapping of a layer, as its own build_*_layer does."""
+    if cfg.checkpoint_activations:
+        layer = checkpoint_wrapper(layer, offload_to_cpu=cfg.offload_activations)
+    return fsdp_wrap(layer, min_num_params=cfg.min_params_to_wrap if not cfg.checkpoint_activations else 0)
+
+
+def _quantize_ffn_and_norms(layer, spec, ffn_dim, norms):
+    """Swap the ReLU and the LayerNorms of a built fairseq layer for their quantized versions."""
+    if spec.has("relu_out"):
+        layer.activation_fn = QuantActivation(layer.activation_fn,
+                                              spec.activation("relu_out", ffn_dim, unsigned=True))
+    for name, point in norms.items():
+        if getattr(layer, name, None) is not None:
+            setattr(layer, name, QuantLayerNorm(layer.embed_dim, spec, point))
+
+
+class FQTransformerEncoderLayer(TransformerEncoderLayerBase):
+    def __init__(self, cfg, return_fc=False):
+        # fairseq's __init__ calls our build_* hooks, which need the spec: set it first.
+        object.__setattr__(self, "quant_spec", QuantSpec.from_cfg(cfg))
+        super().__init__(cfg, return_fc)
+        _quantize_ffn_and_norms(self, self.quant_spec, cfg.encoder.ffn_embed_dim,
+                                {"self_attn_layer_norm": "attn_ln_out", "final_layer_norm": "ffn_ln_out"})
+
+    def build_fc1(self, input_dim, output_dim, q_noise, qn_block_size):
+        return QuantLinear(input_dim, output_dim, weight_quantizer=self.quant_spec.weight("fc1"))
+
+    def build_fc2(self, input_dim, output_dim, q_noise, qn_block_size):
+        spec = self.quant_spec
+        return QuantLinear(input_dim, output_dim, weight_quantizer=spec.weight("fc2"),
+                           output_quantizer=spec.activation("ffn_out", output_dim))
+
+    def build_self_attention(self, embed_dim, cfg):
+        return QuantMultiheadAttention(embed_dim, cfg.encoder.attention_heads, self.quant_spec,
+                                       dropout=cfg.attention_dropout, self_attention=True)
+
+
+class FQTransformerDecoderLayer(TransformerDecoderLayerBase):
+    def __init__(self, cfg, no_encoder_attn=False, add_bias_kv=False, add_zero_attn=False):
+        object.__setattr__(self, "quant_spec", QuantSpec.from_cfg(cfg))
+        super().__init__(cfg, no_encoder_attn, add_bias_kv, add_zero_attn)
+        _quantize_ffn_and_norms(self, self.quant_spec, cfg.decoder.ffn_embed_dim,
+                                {"self_attn_layer_norm": "attn_ln_out", "encoder_attn_layer_norm": "attn_ln_out",
+                                 "final_layer_norm": "ffn_ln_out"})
+
+    build_fc1 = FQTransformerEncoderLayer.build_fc1
+    build_fc2 = FQTransformerEncoderLayer.build_fc2
+
+    def build_self_attention(self, embed_dim, cfg, add_bias_kv=False, add_zero_attn=False):
+        return QuantMultiheadAttention(embed_dim, cfg.decoder.attention_heads, self.quant_spec,
+                                       dropout=cfg.attention_dropout, self_attention=not cfg.cross_self_attention,
+                                       add_bias_kv=add_bias_kv, add_zero_attn=add_zero_attn)
+
+    def build_encoder_attention(self, embed_dim, cfg):
+        return QuantMultiheadAttention(embed_dim, cfg.decoder.attention_heads, self.quant_spec,
+                                       kdim=cfg.encoder.embed_dim, vdim=cfg.encoder.embed_dim,
+                                       dropout=cfg.attention_dropout, encoder_decoder_attention=True)
+
+
+def _quantize_inputs(module, spec, point, embed_dim):
+    """Quantize the embedding + positions sum (before dropout) and the positional embeddings."""
+    if spec.has(point):
+        module.dropout_module = QuantizeBeforeDropout(spec.activation(point, embed_dim), module.dropout_module)
+    module.positions_quantizer = spec.weight("positions") if module.embed_positions is not None else None
+    if module.positions_quantizer is not None:
+        module.embed_positions.register_forward_hook(module.positions_quantizer.quantize_output_rows)
+    if module.layer_norm is not None:  # pre-norm models end with a LayerNorm
+        module.layer_norm = QuantLayerNorm(embed_dim, spec, "ffn_ln_out")
+
+
+class FQTransformerEncoder(TransformerEncoderBase):
+    def __init__(self, cfg, dictionary, embed_tokens, return_fc=False):
+        super().__init__(cfg, dictionary, embed_tokens, return_fc)
+        _quantize_inputs(self, QuantSpec.from_cfg(cfg), "enc_emb", cfg.encoder.embed_dim)
+
+    def build_encoder_layer(self, cfg):
+        return _wrap_layer(FQTransformerEncoderLayer(cfg, return_fc=self.return_fc), cfg)
+
+    def forward(self, src_tokens, src_lengths=None, return_all_hiddens: bool = False, token_embeddings=None):
+        with token_mask(src_tokens.ne(self.padding_idx)):
+            return super().forward(src_tokens, src_lengths, return_all_hiddens, token_embeddings)
+
+
+class FQTransformerDecoder(TransformerDecoderBase):
+    def __init__(self, cfg, dictionary, embed_tokens, no_encoder_attn=False, output_projection=None):
+        super().__init__(cfg, dictionary, embed_tokens, no_encoder_attn, output_projection)
+        _quantize_inputs(self, QuantSpec.from_cfg(cfg), "dec_emb", cfg.decoder.embed_dim)
+
+    def build_decoder_layer(self, cfg, no_encoder_attn=False):
+        return _wrap_layer(FQTransformerDecoderLayer(cfg, no_encoder_attn), cfg)
+
+    def build_output_projection(self, cfg, dictionary, embed_tokens):
+        super().build_output_projection(cfg, dictionary, embed_tokens)
+        float_projection = self.output_projection
+        if isinstance(float_projection, QuantLinear) or float_projection is None:
+            return
+        self.output_projection = QuantLinear(float_projection.in_features, float_projection.out_features,
+                                             bias=False, weight_quantizer=QuantSpec.from_cfg(cfg).weight("output"))
+        self.output_projection.weight = float_projection.weight  # keeps weight sharing with the embeddings
+
+    def forward(self, prev_output_tokens, encoder_out=None, incremental_state=None, **kwargs):
+        with token_mask(prev_output_tokens.ne(self.padding_idx)):
+            return super().forward(prev_output_tokens, encoder_out, incremental_state, **kwargs)
+
+
+@register_model("fq_transformer")
+class FQTransformerModel(TransformerModel):
+    """Fully Quantized Transformer (seed 003): every matmul input and weight, the softmax and LayerNorm
+    parts fake-quantized to k bits during training. Quantization is off until the criterion
+    (``qat_label_smoothed_cross_entropy``) switches it on; the switch and the ranges are saved."""
+
+    @classmethod
+    def add_args(cls, parser):
+        super().add_args(parser)
+        gen_parser_from_dataclass(parser, QuantConfig())
+
+    @classmethod
+    def build_model(cls, args, task):
+        QuantSpec.from_cfg(args)  # fail fast on bad --quant-* values
+        return super().build_model(args, task)
+
+    @classmethod
+    def build_embedding(cls, args, dictionary, embed_dim, path=None):
+        float_embedding = super().build_embedding(args, dictionary, embed_dim, path)
+        embedding = QuantEmbedding(len(dictionary), embed_dim, dictionary.pad(),
+                                   weight_quantizer=QuantSpec.from_cfg(args).weight("embedding"))
+        embedding.weight = float_embedding.weight
+        return embedding
+
+    @classmethod
+    def build_encoder(cls, args, src_dict, embed_tokens):
+        return FQTransformerEncoder(TransformerConfig.from_namespace(args), src_dict, embed_tokens)
+
+    @classmethod
+    def build_decoder(cls, args, tgt_dict, embed_tokens):
+        cfg = TransformerConfig.from_namespace(args)
+        return FQTransformerDecoder(cfg, tgt_dict, embed_tokens, no_encoder_attn=cfg.no_cross_attention)
+
+    num_updates = 0
+
+    def set_num_updates(self, num_updates):
+        """fairseq calls this before every training step and after loading a checkpoint."""
+        super().set_num_updates(num_updates)
+        self.num_updates = num_updates
+
+    def quantizers(self):
+        return [m for m in self.modules() if isinstance(m, (ActivationQuantizer, WeightQuantizer))]
+
+    def set_quantization(self, enabled: bool, observe: bool = True):
+        """Switch fake quantization on/off everywhere and choose whether training passes update ranges."""
+        for quantizer in self.quantizers():
+            quantizer.set_enabled(enabled)
+            quantizer.observing = observe
+
+    @property
+    def quantization_enabled(self) -> bool:
+        return any(q._enabled for q in self.quantizers())
+
+    def upgrade_state_dict_named(self, state_dict, name):
+        """Let float checkpoints (e.g. a stock ``transformer``) load: quantizer state they lack starts fresh."""
+        super().upgrade_state_dict_named(state_dict, name)
+        prefix = name + "." if name else ""
+        for key, value in self.state_dict().items():
+            if ("quantizer." in key) and prefix + key not in state_dict:
+                state_dict[prefix + key] = value
+
+
+@register_model_architecture("fq_transformer", "fq_transformer")
+def fq_transformer(args):
+    base_architecture(args)
+
+
+@register_model_architecture("fq_transformer", "fq_transformer_tiny")
+def fq_transformer_tiny(args):
+    tiny_architecture(args)
+
+
+@register_model_architecture("fq_transformer", "fq_transformer_iwslt_de_en")
+def fq_transformer_iwslt_de_en(args):
+    transformer_iwslt_de_en(args)
+
+
+@register_model_architecture("fq_transformer", "fq_transformer_wmt_en_de")
+def fq_transformer_wmt_en_de(args):
+    transformer_wmt_en_de(args)
+
+
+@register_model_architecture("fq_transformer", "fq_transformer_wmt_en_de_big")
+def fq_transformer_wmt_en_de_big(args):
+    transformer_vaswani_wmt_en_de_big(args)

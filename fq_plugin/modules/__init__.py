@@ -1,0 +1,1 @@
+"""nn.Modules with quantizers, drop-in replacements for fairseq's."""

@@ -1,0 +1,36 @@
+"""Small wrappers that put a quantizer after an activation function or before a dropout."""
+from torch import nn
+
+from ..quant import valid_positions
+
+
+class QuantActivation(nn.Module):
+    """``fn(x)`` followed by its quantizer (for the FFN ReLU: x_min fixed to 0, before dropout)."""
+
+    def __init__(self, fn, quantizer):
+        super().__init__()
+        self.fn = fn
+        self.quantizer = quantizer
+
+    def forward(self, x):
+        y = self.fn(x)
+        return self.quantizer(y, valid_positions(y))
+
+
+class QuantizeBeforeDropout(nn.Module):
+    """Quantizes its input, then applies the wrapped dropout (seed 003 §3.4: quantize before dropout).
+
+    Used for the embedding + positions sum, which fairseq computes batch-major (B x T x C).
+    """
+
+    def __init__(self, quantizer, dropout):
+        super().__init__()
+        self.quantizer = quantizer
+        self.dropout = dropout
+
+    @property
+    def p(self):
+        return self.dropout.p
+
+    def forward(self, x):
+        return self.dropout(self.quantizer(x, valid_positions(x, time_major=False)))

@@ -1,0 +1,191 @@
+"""Weight and activation quantizers: range estimation (min/max, EMA), bucketing and fake quantization.
+
+Ranges live in buffers so they are saved in checkpoints and restored on resume.
+"""
+import warnings
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from .affine import check_bits, fake_quantize
+
+
+def _reduce_all_but(x: torch.Tensor, dim, op) -> torch.Tensor:
+    """Reduce ``x`` with ``op`` (torch.amin/amax) over every dim except ``dim`` (None: over all)."""
+    if dim is None:
+        return op(x).reshape(1)
+    dim = dim % x.dim()
+    dims = [d for d in range(x.dim()) if d != dim]
+    return op(x, dim=dims) if dims else x
+
+
+def _check_no_nan(stat: torch.Tensor, name: str):
+    if torch.isnan(stat).any():
+        raise FloatingPointError(f"NaN reached the quantizer '{name}'; quantization ranges would be poisoned")
+
+
+class WeightQuantizer(nn.Module):
+    """Fake-quantizes a weight with its own min/max, one range per output row when bucketed (seed 003 §3.3).
+
+    Args:
+        bits: bit width k in [2, 8].
+        bucketed: one (s, x_min, x_max) per row (dim 0) instead of one per tensor.
+        name: used in error messages.
+    """
+
+    def __init__(self, bits: int = 8, bucketed: bool = True, name: str = "weight"):
+        super().__init__()
+        self.bits = check_bits(bits)
+        self.bucketed = bucketed
+        self.name = name
+        self.register_buffer("enabled", torch.tensor(False))
+        self._enabled = False
+
+    def set_enabled(self, enabled: bool):
+        self._enabled = bool(enabled)
+        self.enabled.fill_(self._enabled)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._enabled = bool(self.enabled)
+
+    def ranges(self, w: torch.Tensor):
+        """Per-row (or per-tensor) ``(x_min, x_max)`` shaped to broadcast against ``w``."""
+        if self.bucketed and w.dim() > 1:
+            flat = w.detach().reshape(w.shape[0], -1)
+            lo, hi = torch.aminmax(flat, dim=1)
+            shape = (-1,) + (1,) * (w.dim() - 1)
+            return lo.view(shape), hi.view(shape)
+        lo, hi = torch.aminmax(w.detach())
+        return lo, hi
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        if not self._enabled:
+            return w
+        lo, hi = self.ranges(w)
+        if not (torch.isfinite(lo).all() and torch.isfinite(hi).all()):
+            raise FloatingPointError(f"weight '{self.name}' holds NaN or Inf; refusing to quantize it")
+        return fake_quantize(w, lo, hi, self.bits)
+
+    def quantize_output_rows(self, module, inputs, output):
+        """Forward hook: quantize each row (last dim) of a module's output like a weight row,
+        e.g. the positional embeddings that are computed, not stored."""
+        return self(output.reshape(-1, output.shape[-1])).view_as(output)
+
+    def extra_repr(self):
+        return f"bits={self.bits}, bucketed={self.bucketed}"
+
+
+class ActivationQuantizer(nn.Module):
+    """Fake-quantizes an activation with EMA ranges (momentum 0.9) updated in training forward passes.
+
+    Padding positions (``valid`` False) and non-finite values are ignored in the range statistics;
+    a NaN input raises ``FloatingPointError``. Buckets with no statistics yet pass values through.
+    Under ``torch.distributed`` the batch statistics are reduced over all workers first, so every
+    worker holds the same ranges.
+
+    Args:
+        num_buckets: number of buckets along ``bucket_dim`` (1 for a single range).
+        bits: bit width k in [2, 8].
+        bucket_dim: input dimension that indexes the buckets (ignored when ``num_buckets`` is 1).
+        unsigned: fix x_min to 0 (ReLU outputs, seed 003 §3.4).
+        pass_clamped: never zero the gradient of clamped values (LayerNorm denominator).
+        momentum: EMA momentum of the running ranges.
+        name: used in messages.
+    """
+
+    def __init__(self, num_buckets: int = 1, bits: int = 8, bucket_dim: int = -1, unsigned: bool = False,
+                 pass_clamped: bool = False, momentum: float = 0.9, name: str = "activation"):
+        super().__init__()
+        self.bits = check_bits(bits)
+        self.num_buckets = num_buckets
+        self.bucket_dim = bucket_dim if num_buckets > 1 else None
+        self.unsigned = unsigned
+        self.pass_clamped = pass_clamped
+        self.momentum = momentum
+        self.name = name
+        self.register_buffer("x_min", torch.zeros(num_buckets))
+        self.register_buffer("x_max", torch.zeros(num_buckets))
+        self.register_buffer("initialized", torch.zeros(num_buckets, dtype=torch.bool))
+        self.register_buffer("enabled", torch.tensor(False))
+        self._enabled = False
+        self.observing = True
+        self._warned_uninitialized = False
+
+    def set_enabled(self, enabled: bool):
+        self._enabled = bool(enabled)
+        self.enabled.fill_(self._enabled)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._enabled = bool(self.enabled)
+
+    def _range_shape(self, x: torch.Tensor):
+        if self.bucket_dim is None:
+            return (1,) * x.dim()
+        shape = [1] * x.dim()
+        shape[self.bucket_dim] = self.num_buckets
+        return shape
+
+    @torch.no_grad()
+    def observe(self, x: torch.Tensor, valid=None):
+        """Update the running ranges with the statistics of ``x`` (positions where ``valid`` is True)."""
+        x = x.detach().float()
+        if self.bucket_dim is not None and x.shape[self.bucket_dim] != self.num_buckets:
+            raise ValueError(f"quantizer '{self.name}' has {self.num_buckets} buckets but got size "
+                             f"{x.shape[self.bucket_dim]} on dim {self.bucket_dim}")
+        if valid is not None:
+            valid = valid.expand_as(x)
+            lo = _reduce_all_but(x.masked_fill(~valid, float("inf")), self.bucket_dim, torch.amin)
+            hi = _reduce_all_but(x.masked_fill(~valid, float("-inf")), self.bucket_dim, torch.amax)
+        else:
+            lo = _reduce_all_but(x, self.bucket_dim, torch.amin)
+            hi = _reduce_all_but(x, self.bucket_dim, torch.amax)
+        _check_no_nan(lo, self.name)
+        _check_no_nan(hi, self.name)
+        if not (torch.isfinite(lo).all() and torch.isfinite(hi).all()) and torch.isinf(x).any():
+            # Rare path: Inf inputs would stretch the range to infinity; keep finite values only.
+            finite = torch.isfinite(x) if valid is None else valid & torch.isfinite(x)
+            lo = _reduce_all_but(x.masked_fill(~finite, float("inf")), self.bucket_dim, torch.amin)
+            hi = _reduce_all_but(x.masked_fill(~finite, float("-inf")), self.bucket_dim, torch.amax)
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            both = torch.cat([lo, -hi])
+            dist.all_reduce(both, op=dist.ReduceOp.MIN)
+            lo, hi = both[: lo.numel()], -both[lo.numel():]
+        if self.unsigned:
+            lo = torch.zeros_like(lo)
+        seen = torch.isfinite(lo) & torch.isfinite(hi)  # buckets with at least one valid value
+        m = self.momentum
+        fresh = seen & ~self.initialized
+        running = seen & self.initialized
+        self.x_min.copy_(torch.where(fresh, lo, torch.where(running, m * self.x_min + (1 - m) * lo, self.x_min)))
+        self.x_max.copy_(torch.where(fresh, hi, torch.where(running, m * self.x_max + (1 - m) * hi, self.x_max)))
+        self.initialized |= seen
+
+    def forward(self, x: torch.Tensor, valid=None) -> torch.Tensor:
+        """Args: x: activation; valid: bool mask broadcastable to ``x``, True where a value is real
+        (not padding). Returns the fake-quantized ``x`` (``x`` itself while disabled)."""
+        if not self._enabled:
+            return x
+        if self.training and self.observing:
+            self.observe(x, valid)
+        elif torch.isnan(x).any():
+            raise FloatingPointError(f"NaN reached the quantizer '{self.name}'")
+        shape = self._range_shape(x)
+        lo, hi = self.x_min.view(shape), self.x_max.view(shape)
+        if not self.initialized.all():
+            if not self.initialized.any():
+                if not self.training and not self._warned_uninitialized:
+                    warnings.warn(f"quantizer '{self.name}' has no calibrated range; passing values through")
+                    self._warned_uninitialized = True
+                return x
+            # Buckets without statistics yet pass values through unchanged.
+            init = self.initialized.view(shape)
+            out = fake_quantize(x, lo, hi, self.bits, self.pass_clamped)
+            return torch.where(init, out, x)
+        return fake_quantize(x, lo, hi, self.bits, self.pass_clamped)
+
+    def extra_repr(self):
+        return (f"name={self.name}, bits={self.bits}, buckets={self.num_buckets}, "
+                f"unsigned={self.unsigned}, pass_clamped={self.pass_clamped}")

@@ -103,11 +103,13 @@ class QuantMultiheadAttention(MultiheadAttention):
         row_max = torch.where(torch.isfinite(row_max), row_max, torch.zeros_like(row_max))
         numerator = torch.exp(scores - row_max)
         denominator = numerator.sum(dim=-1, keepdim=True)
-        numerator = apply_quantizer(self.softmax_num_quantizer, numerator, attn_valid)
+        # Masked keys stay exact zeros: quantization would lift them to x_min (seed 003 §3.4).
+        numerator = apply_quantizer(self.softmax_num_quantizer, numerator, attn_valid).masked_fill(masked, 0.0)
         denominator = apply_quantizer(self.softmax_den_quantizer, denominator, attn_valid.any(-1, keepdim=True))
         # A query whose every key is masked gets all-zero probabilities instead of 0/0.
         denominator = torch.where(denominator > 0, denominator, torch.ones_like(denominator))
         probs = apply_quantizer(self.softmax_out_quantizer, numerator / denominator, attn_valid)
+        probs = probs.masked_fill(masked, 0.0)
         probs = probs.type_as(q)
 
         attn = torch.bmm(self.dropout_module(probs.view(bsz * heads, tgt_len, src_len)), v)

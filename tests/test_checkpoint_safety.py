@@ -1,0 +1,44 @@
+"""Checkpoints load with torch's safe loader only: fairseq's own types are allowed, code never runs."""
+import os
+import subprocess
+import sys
+
+import torch
+
+import fq_plugin  # noqa: F401  (registers the allowed types)
+from helpers import run_cli
+
+
+class _Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_malicious_checkpoint_is_refused_and_runs_nothing(data_bin, tmp_path):
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.pt"
+    torch.save({"args": None, "cfg": {"payload": _Payload(marker)}, "model": {}}, evil)
+    proc = run_cli("fairseq-generate", data_bin, "--user-dir", "fq_plugin", "--path", evil, "--cpu",
+                   check=False, cwd=tmp_path)
+    assert proc.returncode != 0
+    assert "Unsupported global" in proc.stderr or "weights_only" in proc.stderr.lower()
+    assert not marker.exists()
+
+
+def test_loading_never_disables_weights_only():
+    source = subprocess.run(["grep", "-rn", "weights_only=False\\|TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD",
+                             os.path.dirname(fq_plugin.__file__)], capture_output=True, text=True)
+    assert source.stdout == ""
+
+
+def test_fairseq_checkpoint_types_are_exactly_allowed(tmp_path):
+    import argparse
+    path = tmp_path / "ckpt.pt"
+    torch.save({"args": argparse.Namespace(arch="transformer"), "model": {"w": torch.ones(1)}}, path)
+    assert torch.load(path)["args"].arch == "transformer"
+    code = ("import torch, argparse, sys; torch.load(sys.argv[1])")
+    proc = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True)
+    assert proc.returncode != 0 and "argparse.Namespace" in proc.stderr  # torch alone refuses it

@@ -1,0 +1,117 @@
+"""The quantized modules are drop-in: with quantization off they compute what fairseq's modules do,
+with it on they stay close, and incremental decoding equals the full forward pass."""
+import pytest
+import torch
+import torch.nn.functional as F
+from fairseq.modules import MultiheadAttention
+
+from fq_plugin.modules.quant_attention import QuantMultiheadAttention
+from fq_plugin.modules.quant_config import QuantSpec, parse_points
+from fq_plugin.modules.quant_layer_norm import QuantLayerNorm
+from fq_plugin.quant import ActivationQuantizer, WeightQuantizer
+
+
+def _set(module, enabled):
+    for m in module.modules():
+        if isinstance(m, (ActivationQuantizer, WeightQuantizer)):
+            m.set_enabled(enabled)
+    return module
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+def _attention_pair(**kwargs):
+    ref = MultiheadAttention(16, 4, **kwargs).eval()
+    quant = QuantMultiheadAttention(16, 4, QuantSpec(), **kwargs).eval()
+    quant.load_state_dict(ref.state_dict(), strict=False)
+    return ref, quant
+
+
+def test_attention_with_quantization_off_matches_fairseq():
+    ref, quant = _attention_pair(self_attention=True)
+    x = torch.randn(5, 3, 16)
+    pad = torch.zeros(3, 5, dtype=torch.bool)
+    pad[1, 3:] = True
+    out_ref, w_ref = ref(x, x, x, key_padding_mask=pad)
+    out, w = quant(x, x, x, key_padding_mask=pad)
+    torch.testing.assert_close(out, out_ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(w, w_ref, atol=1e-5, rtol=1e-5)
+
+
+def _calibrate(module, *inputs, **kwargs):
+    _set(module, True).train()
+    module.dropout_module.p = 0.0
+    for _ in range(3):
+        module(*inputs, **kwargs)
+    return module.eval()
+
+
+def test_quantized_attention_is_close_and_incremental_decoding_equals_full_pass():
+    _, quant = _attention_pair(self_attention=True)
+    x = torch.randn(6, 2, 16)
+    future = torch.triu(torch.full((6, 6), float("-inf")), 1)
+    _calibrate(quant, x, x, x, attn_mask=future)
+    full, _ = quant(x, x, x, attn_mask=future)
+    ref_out, _ = _set(quant, False)(x, x, x, attn_mask=future)
+    _set(quant, True)
+    assert (full - ref_out).abs().max() < 0.1 * ref_out.abs().max()
+    state = {}
+    steps = [quant(x[t:t + 1], x[t:t + 1], x[t:t + 1], incremental_state=state)[0] for t in range(6)]
+    torch.testing.assert_close(torch.cat(steps), full, atol=1e-5, rtol=1e-5)
+
+
+def test_encoder_decoder_attention_caches_static_keys():
+    _, quant = _attention_pair(encoder_decoder_attention=True)
+    enc = torch.randn(7, 2, 16)
+    dec = torch.randn(4, 2, 16)
+    pad = torch.zeros(2, 7, dtype=torch.bool)
+    pad[0, 5:] = True
+    _calibrate(quant, dec, enc, enc, key_padding_mask=pad, static_kv=True)
+    full, _ = quant(dec, enc, enc, key_padding_mask=pad, static_kv=True)
+    state = {}
+    steps = [quant(dec[t:t + 1], enc, enc, key_padding_mask=pad, static_kv=True, incremental_state=state)[0]
+             for t in range(4)]
+    torch.testing.assert_close(torch.cat(steps), full, atol=1e-5, rtol=1e-5)
+
+
+def test_fully_masked_query_rows_give_zero_attention_not_nan():
+    _, quant = _attention_pair(self_attention=True)
+    x = torch.randn(3, 1, 16)
+    _calibrate(quant, x, x, x)
+    out, weights = quant(x, x, x, key_padding_mask=torch.ones(1, 3, dtype=torch.bool))
+    assert torch.isfinite(out).all() and torch.equal(weights, torch.zeros_like(weights))
+
+
+def test_layer_norm_off_matches_torch_and_on_stays_close():
+    ln = QuantLayerNorm(32, QuantSpec(), "ffn_ln_out")
+    with torch.no_grad():
+        ln.weight.uniform_(0.5, 1.5)
+        ln.bias.uniform_(-0.5, 0.5)
+    x = torch.randn(5, 3, 32) * 4 + 1
+    ref = F.layer_norm(x, (32,), ln.weight, ln.bias)
+    torch.testing.assert_close(ln(x), ref)
+    _set(ln, True).train()
+    ln(x)
+    ln.eval()
+    assert (ln(x) - ref).abs().max() < 0.1
+
+
+def test_layer_norm_denominator_gradient_passes_when_clamped():
+    spec = QuantSpec(points=parse_points("ln_den"))
+    ln = _set(QuantLayerNorm(8, spec), True)
+    ln.train()
+    ln(torch.randn(4, 2, 8))  # calibrate on unit-scale inputs
+    ln.eval()
+    x = (torch.randn(4, 2, 8) * 50).requires_grad_()  # denominators far outside the range
+    ln(x).pow(2).sum().backward()
+    assert x.grad.abs().sum() > 0
+
+
+def test_unknown_points_and_bits_fail_fast():
+    with pytest.raises(ValueError, match="unknown quantization point"):
+        parse_points("qkv,softmax")
+    with pytest.raises(ValueError, match="bit width"):
+        QuantSpec(bits=9)

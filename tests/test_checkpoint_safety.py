@@ -34,6 +34,18 @@ def test_loading_never_disables_weights_only():
     assert source.stdout == ""
 
 
+def test_checkpoints_of_both_model_kinds_need_only_the_allowed_types(data_bin, tmp_path):
+    from fq_plugin.serialization import FAIRSEQ_CHECKPOINT_TYPES
+    from helpers import train
+    for arch, criterion in (("transformer_tiny", "label_smoothed_cross_entropy"),
+                            ("fq_transformer_tiny", "qat_label_smoothed_cross_entropy")):
+        train(data_bin, tmp_path / arch, arch=arch, criterion=criterion, max_update=2)
+        for name in ("checkpoint_last.pt", "checkpoint_best.pt"):
+            unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(tmp_path / arch / name)
+            allowed = {f"{t.__module__}.{t.__qualname__}" for t in FAIRSEQ_CHECKPOINT_TYPES}
+            assert set(unsafe) <= allowed, unsafe
+
+
 def test_fairseq_checkpoint_types_are_exactly_allowed(tmp_path):
     import argparse
     path = tmp_path / "ckpt.pt"

@@ -126,3 +126,25 @@ def test_user_dir_by_name_from_checkout_and_from_installed_package(data_bin, fqt
     for cwd in (checkout, tmp_path):  # tmp_path has no fq_plugin/: fairseq finds the installed package
         bleu, _ = generate_bleu(data_bin, fqt_run, user_dir="fq_plugin", cwd=cwd)
         assert bleu > GOOD_BLEU
+
+
+def test_restoring_a_mismatched_checkpoint_fails_clearly_and_keeps_it(data_bin, tmp_path):
+    source = tmp_path / "unbucketed"
+    train(data_bin, source, "--quant-bucketing", "none", max_update=2)
+    before = (source / "checkpoint_last.pt").read_bytes()
+    proc = train(data_bin, tmp_path / "bucketed", "--restore-file", source / "checkpoint_last.pt",
+                 check=False, max_update=4)
+    assert proc.returncode != 0
+    assert "Cannot load model parameters from checkpoint" in proc.stderr and "size mismatch" in proc.stderr
+    assert (source / "checkpoint_last.pt").read_bytes() == before
+
+
+@pytest.mark.parametrize("bucketing, buckets", [("ffn_out", 64), ("none", 1)])
+def test_single_point_ablation_from_flags(data_bin, tmp_path, bucketing, buckets):
+    """Table 3 of seed 003: quantize one activation, with or without bucketing, by flags alone."""
+    train(data_bin, tmp_path, "--quant-points", "ffn_out", "--quant-bucketing", bucketing, max_update=3)
+    state = _state(tmp_path / "checkpoint_last.pt")
+    ranges = _quantizer_keys(state, ".x_min")
+    assert ranges and all(".fc2.output_quantizer." in k for k in ranges)
+    assert all(state[k].numel() == buckets for k in ranges)
+    assert not any("weight_quantizer" in k for k in state)

@@ -27,14 +27,15 @@ class FakeQuantSTE(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, x_min, x_max, bits: int, pass_clamped: bool):
+        levels = 2**bits - 1
         x_min = x_min.to(x.dtype)
-        x_max = x_max.to(x.dtype)
-        scale = affine_scale(x_min, x_max, bits)
-        clamped = torch.minimum(torch.maximum(x, x_min), x_max)
+        scale = affine_scale(x_min, x_max.to(x.dtype), bits)
+        # round((clamp(x) - x_min) / s) == clamp(round((x - x_min) / s), 0, 2^k - 1): one pass fewer.
+        steps = (x - x_min) / scale
         if not pass_clamped:
-            ctx.save_for_backward((x >= x_min) & (x <= x_max))
+            ctx.save_for_backward((steps >= 0) & (steps <= levels))
         ctx.pass_clamped = pass_clamped
-        return torch.round((clamped - x_min) / scale) * scale + x_min
+        return torch.addcmul(x_min, torch.round(steps).clamp_(0, levels), scale)
 
     @staticmethod
     def backward(ctx, grad):

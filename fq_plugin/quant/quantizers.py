@@ -128,6 +128,27 @@ class ActivationQuantizer(nn.Module):
         shape[self.bucket_dim] = self.num_buckets
         return shape
 
+    def _batch_ranges(self, x, valid):
+        """Per-bucket (min, max) over the positions where ``valid``; +inf/-inf for buckets with none."""
+        per_feature = self.bucket_dim in (-1, x.dim() - 1)
+        if (per_feature or self.bucket_dim is None) and (valid is None or valid.shape[-1] == 1):
+            # Mask over positions only: select the valid rows, then one pass gives min and max.
+            rows = x.reshape(-1, x.shape[-1])
+            if valid is not None:
+                rows = rows[valid.expand(x.shape[:-1] + (1,)).reshape(-1)]
+            if rows.numel() == 0:
+                inf = torch.full((self.num_buckets,), float("inf"), device=x.device)
+                return inf, -inf
+            if per_feature:
+                return torch.aminmax(rows, dim=0)
+            lo, hi = torch.aminmax(rows)
+            return lo.reshape(1), hi.reshape(1)
+        if valid is None:
+            return _reduce_all_but(x, self.bucket_dim, torch.amin), _reduce_all_but(x, self.bucket_dim, torch.amax)
+        valid = valid.expand_as(x)
+        return (_reduce_all_but(x.masked_fill(~valid, float("inf")), self.bucket_dim, torch.amin),
+                _reduce_all_but(x.masked_fill(~valid, float("-inf")), self.bucket_dim, torch.amax))
+
     @torch.no_grad()
     def observe(self, x: torch.Tensor, valid=None):
         """Update the running ranges with the statistics of ``x`` (positions where ``valid`` is True)."""
@@ -135,20 +156,13 @@ class ActivationQuantizer(nn.Module):
         if self.bucket_dim is not None and x.shape[self.bucket_dim] != self.num_buckets:
             raise ValueError(f"quantizer '{self.name}' has {self.num_buckets} buckets but got size "
                              f"{x.shape[self.bucket_dim]} on dim {self.bucket_dim}")
-        if valid is not None:
-            valid = valid.expand_as(x)
-            lo = _reduce_all_but(x.masked_fill(~valid, float("inf")), self.bucket_dim, torch.amin)
-            hi = _reduce_all_but(x.masked_fill(~valid, float("-inf")), self.bucket_dim, torch.amax)
-        else:
-            lo = _reduce_all_but(x, self.bucket_dim, torch.amin)
-            hi = _reduce_all_but(x, self.bucket_dim, torch.amax)
+        lo, hi = self._batch_ranges(x, valid)
         _check_no_nan(lo, self.name)
         _check_no_nan(hi, self.name)
         if not (torch.isfinite(lo).all() and torch.isfinite(hi).all()) and torch.isinf(x).any():
             # Rare path: Inf inputs would stretch the range to infinity; keep finite values only.
             finite = torch.isfinite(x) if valid is None else valid & torch.isfinite(x)
-            lo = _reduce_all_but(x.masked_fill(~finite, float("inf")), self.bucket_dim, torch.amin)
-            hi = _reduce_all_but(x.masked_fill(~finite, float("-inf")), self.bucket_dim, torch.amax)
+            lo, hi = self._batch_ranges(x, finite)
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             both = torch.cat([lo, -hi])
             dist.all_reduce(both, op=dist.ReduceOp.MIN)

@@ -1,7 +1,5 @@
 """The fully quantized Transformer (seed 003): fairseq's Transformer with quantized modules plugged in
 through its build_* hooks."""
-import logging
-
 from fairseq.dataclass.utils import gen_parser_from_dataclass
 from fairseq.distributed import fsdp_wrap
 from fairseq.models import register_model, register_model_architecture
@@ -25,8 +23,6 @@ from ..modules.quant_config import QuantConfig, QuantSpec
 from ..modules.quant_layer_norm import QuantLayerNorm
 from ..modules.quant_linear import QuantEmbedding, QuantLinear
 from ..quant import ActivationQuantizer, WeightQuantizer, token_mask
-
-logger = logging.getLogger(__name__)
 
 
 def _wrap_layer(layer, cfg):
@@ -124,7 +120,7 @@ class FQTransformerDecoder(TransformerDecoderBase):
     def build_output_projection(self, cfg, dictionary, embed_tokens):
         super().build_output_projection(cfg, dictionary, embed_tokens)
         float_projection = self.output_projection
-        if isinstance(float_projection, QuantLinear) or float_projection is None:
+        if float_projection is None:  # adaptive softmax
             return
         self.output_projection = QuantLinear(float_projection.in_features, float_projection.out_features,
                                              bias=False, weight_quantizer=QuantSpec.from_cfg(cfg).weight("output"))

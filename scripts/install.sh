@@ -6,7 +6,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
-.venv/bin/python -m pip install -q --upgrade pip >/dev/null
-.venv/bin/python -m pip install -q "torch==${TORCH_VERSION:-2.13.0}"
+.venv/bin/python -m pip install -q "torch==${TORCH_VERSION:-2.13.0}" setuptools wheel
 .venv/bin/python -m pip install -q --no-build-isolation ".[test]"
 echo "fq_plugin installed in $(pwd)/.venv"

@@ -8,12 +8,12 @@ from fairseq.modules import MultiheadAttention
 from fq_plugin.modules.quant_attention import QuantMultiheadAttention
 from fq_plugin.modules.quant_config import QuantSpec, parse_points
 from fq_plugin.modules.quant_layer_norm import QuantLayerNorm
-from fq_plugin.quant import ActivationQuantizer, WeightQuantizer
+from fq_plugin.quant import Quantizer
 
 
 def _set(module, enabled):
     for m in module.modules():
-        if isinstance(m, (ActivationQuantizer, WeightQuantizer)):
+        if isinstance(m, Quantizer):
             m.set_enabled(enabled)
     return module
 

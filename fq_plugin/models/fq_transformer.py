@@ -22,7 +22,7 @@ from ..modules.quant_attention import QuantMultiheadAttention
 from ..modules.quant_config import QuantConfig, QuantSpec
 from ..modules.quant_layer_norm import QuantLayerNorm
 from ..modules.quant_linear import QuantEmbedding, QuantLinear
-from ..quant import ActivationQuantizer, WeightQuantizer, token_mask
+from ..quant import Quantizer, token_mask
 
 
 def _wrap_layer(layer, cfg):
@@ -172,7 +172,7 @@ class FQTransformerModel(TransformerModel):
         self.num_updates = num_updates
 
     def quantizers(self):
-        return [m for m in self.modules() if isinstance(m, (ActivationQuantizer, WeightQuantizer))]
+        return [m for m in self.modules() if isinstance(m, Quantizer)]
 
     def set_quantization(self, enabled: bool, observe: bool = True):
         """Switch fake quantization on/off everywhere and choose whether training passes update ranges."""

@@ -25,7 +25,26 @@ def _check_no_nan(stat: torch.Tensor, name: str):
         raise FloatingPointError(f"NaN reached the quantizer '{name}'; quantization ranges would be poisoned")
 
 
-class WeightQuantizer(nn.Module):
+class Quantizer(nn.Module):
+    """On/off switch shared by all quantizers: a buffer, so it is saved with the checkpoint, mirrored
+    in a Python bool so the forward pass does not read a tensor."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("enabled", torch.tensor(False))
+        self._enabled = False
+
+    def set_enabled(self, enabled: bool):
+        if self._enabled != bool(enabled):
+            self._enabled = bool(enabled)
+            self.enabled.fill_(self._enabled)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._enabled = bool(self.enabled)
+
+
+class WeightQuantizer(Quantizer):
     """Fake-quantizes a weight with its own min/max, one range per output row when bucketed (seed 003 §3.3).
 
     Args:
@@ -39,16 +58,6 @@ class WeightQuantizer(nn.Module):
         self.bits = check_bits(bits)
         self.bucketed = bucketed
         self.name = name
-        self.register_buffer("enabled", torch.tensor(False))
-        self._enabled = False
-
-    def set_enabled(self, enabled: bool):
-        self._enabled = bool(enabled)
-        self.enabled.fill_(self._enabled)
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-        self._enabled = bool(self.enabled)
 
     def ranges(self, w: torch.Tensor):
         """Per-row (or per-tensor) ``(x_min, x_max)`` shaped to broadcast against ``w``."""
@@ -77,7 +86,7 @@ class WeightQuantizer(nn.Module):
         return f"bits={self.bits}, bucketed={self.bucketed}"
 
 
-class ActivationQuantizer(nn.Module):
+class ActivationQuantizer(Quantizer):
     """Fake-quantizes an activation with EMA ranges (momentum 0.9) updated in training forward passes.
 
     Padding positions (``valid`` False) and non-finite values are ignored in the range statistics;
@@ -108,18 +117,8 @@ class ActivationQuantizer(nn.Module):
         self.register_buffer("x_min", torch.zeros(num_buckets))
         self.register_buffer("x_max", torch.zeros(num_buckets))
         self.register_buffer("initialized", torch.zeros(num_buckets, dtype=torch.bool))
-        self.register_buffer("enabled", torch.tensor(False))
-        self._enabled = False
         self.observing = True
         self._warned_uninitialized = False
-
-    def set_enabled(self, enabled: bool):
-        self._enabled = bool(enabled)
-        self.enabled.fill_(self._enabled)
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-        self._enabled = bool(self.enabled)
 
     def _range_shape(self, x: torch.Tensor):
         if self.bucket_dim is None:

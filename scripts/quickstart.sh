@@ -3,12 +3,12 @@
 # and an 8-bit fully quantized (FQT) tiny Transformer with the same budget, translate the test set, and
 # print BLEU, checkpoint size and translation speed.
 #
-#   scripts/quickstart.sh [WORK_DIR]      env: UPDATES (default 400), THREADS (default 2)
+#   scripts/quickstart.sh [WORK_DIR]      env: UPDATES (default 300), THREADS (default 2)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "${1:-}" = "-h" ] || [ "${1:-}" = "--help" ]; then sed -n 2,6p "$0"; exit 0; fi
 WORK=${1:-work/quickstart}
-UPDATES=${UPDATES:-400}
+UPDATES=${UPDATES:-300}
 export OMP_NUM_THREADS=${THREADS:-2} MKL_NUM_THREADS=${THREADS:-2}
 export PATH="$(pwd)/.venv/bin:$PATH"
 

@@ -1,7 +1,6 @@
 """Quantization ranges stay identical on every data-parallel worker."""
 import socket
 
-import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp

@@ -45,21 +45,34 @@ TRAIN_ARGS = ["--optimizer", "adam", "--lr", "0.005", "--lr-scheduler", "inverse
               "--log-interval", "20", "--seed", "1", "--num-workers", "0", "--label-smoothing", "0.1"]
 
 
+GOOD_BLEU = 60.0  # chance (random words of the right vocabulary) scores ~1-3 BLEU on the lexicon task
+
+
+def cli_env(extra=None):
+    """The environment of every CLI run in the tests: one thread per process (tests may run several)."""
+    return dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", **(extra or {}))
+
+
 def run_cli(tool, *args, cwd=None, check=True, env=None, timeout=900):
     """Run a fairseq console script from this environment; return the CompletedProcess (text)."""
-    full_env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    full_env.update(env or {})
-    proc = subprocess.run([str(BIN / tool), *map(str, args)], cwd=cwd, env=full_env, capture_output=True,
+    proc = subprocess.run([str(BIN / tool), *map(str, args)], cwd=cwd, env=cli_env(env), capture_output=True,
                           text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"{tool} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
     return proc
 
 
+def train_args(data, save_dir, *extra, arch="fq_transformer_tiny", criterion="qat_label_smoothed_cross_entropy",
+               max_update=120, user_dir=PLUGIN_DIR):
+    """The fairseq-train arguments of a tiny run on ``data``."""
+    return [str(a) for a in (data, "--user-dir", user_dir, "--arch", arch, "--criterion", criterion,
+                             "--save-dir", save_dir, "--max-update", max_update, *TRAIN_ARGS, *extra)]
+
+
 def train(data, save_dir, *extra, arch="fq_transformer_tiny", criterion="qat_label_smoothed_cross_entropy",
           max_update=120, user_dir=PLUGIN_DIR, **kwargs):
-    return run_cli("fairseq-train", data, "--user-dir", user_dir, "--arch", arch, "--criterion", criterion,
-                   "--save-dir", save_dir, "--max-update", max_update, *TRAIN_ARGS, *extra, **kwargs)
+    return run_cli("fairseq-train", *train_args(data, save_dir, *extra, arch=arch, criterion=criterion,
+                                                max_update=max_update, user_dir=user_dir), **kwargs)
 
 
 def generate_bleu(data, checkpoint, *extra, user_dir=PLUGIN_DIR, **kwargs):

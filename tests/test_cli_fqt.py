@@ -1,13 +1,13 @@
 """The 8-bit Fully Quantized Transformer through the real fairseq CLI on tiny data: float, QAT, delayed
 and post-training quantization train and translate well above chance; the schedule survives a restart."""
+from pathlib import Path
+
 import pytest
 import torch
 
 import fq_plugin  # noqa: F401  (allows fairseq checkpoint types in torch.load)
 
-from helpers import PLUGIN_DIR, generate_bleu, run_cli, train
-
-GOOD_BLEU = 60.0  # chance (random words of the right vocabulary) scores ~1-3 BLEU on this task
+from helpers import GOOD_BLEU, PLUGIN_DIR, generate_bleu, run_cli, train
 
 
 def _state(checkpoint):
@@ -121,7 +121,6 @@ def test_fq_checkpoint_without_user_dir_fails_clearly(data_bin, fqt_run):
 
 
 def test_user_dir_by_name_from_checkout_and_from_installed_package(data_bin, fqt_run, tmp_path):
-    from pathlib import Path
     checkout = Path(PLUGIN_DIR).parent
     for cwd in (checkout, tmp_path):  # tmp_path has no fq_plugin/: fairseq finds the installed package
         bleu, _ = generate_bleu(data_bin, fqt_run, user_dir="fq_plugin", cwd=cwd)

@@ -1,12 +1,13 @@
 """Quantization ranges stay identical on every data-parallel worker."""
 import socket
+import subprocess
 
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from fq_plugin.quant import ActivationQuantizer
-from helpers import PLUGIN_DIR, TRAIN_ARGS, BIN, generate_bleu
+from helpers import BIN, GOOD_BLEU, cli_env, generate_bleu, train_args
 
 
 def _free_port():
@@ -39,21 +40,17 @@ def test_ranges_are_reduced_over_workers():
 
 
 def test_two_worker_qat_through_fairseq_train(data_bin, tmp_path):
-    import os
-    import subprocess
     port = _free_port()
     save = tmp_path / "ddp"
-    common = [str(BIN / "fairseq-train"), str(data_bin), "--user-dir", PLUGIN_DIR, "--arch", "fq_transformer_tiny",
-              "--criterion", "qat_label_smoothed_cross_entropy", "--save-dir", str(save), "--max-update", "120",
-              *TRAIN_ARGS, "--distributed-backend", "gloo", "--distributed-world-size", "2",
-              "--distributed-init-method", f"tcp://127.0.0.1:{port}", "--distributed-no-spawn",
-              "--ddp-backend", "legacy_ddp"]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    procs = [subprocess.Popen(common + ["--distributed-rank", str(rank)], env=env, stdout=subprocess.PIPE,
+    command = [str(BIN / "fairseq-train"), *train_args(
+        data_bin, save, "--distributed-backend", "gloo", "--distributed-world-size", "2",
+        "--distributed-init-method", f"tcp://127.0.0.1:{port}", "--distributed-no-spawn",
+        "--ddp-backend", "legacy_ddp")]
+    procs = [subprocess.Popen(command + ["--distributed-rank", str(rank)], env=cli_env(), stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True) for rank in (0, 1)]
     outputs = [p.communicate(timeout=900)[0] for p in procs]
     for p, out in zip(procs, outputs):
         assert p.returncode == 0, out[-4000:]
     assert "distributed init (rank 1)" in outputs[0] + outputs[1]
     bleu, _ = generate_bleu(data_bin, save / "checkpoint_last.pt")
-    assert bleu > 60
+    assert bleu > GOOD_BLEU

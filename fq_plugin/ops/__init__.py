@@ -1,0 +1,292 @@
+"""Low-bit GEMM ops: int8 x int8, 1-bit x 8-bit and 1-bit x 1-bit linear layers, quantizers and bit packing.
+
+Every op is a ``torch.library`` custom op ``torch.ops.fq_plugin.<name>``. When the extension
+``fq_plugin._C`` is built its C++ kernels serve CPU tensors (runtime choice of AVX-512 VNNI, AVX2 or
+portable code) and its CUDA kernels serve CUDA tensors; the pure-PyTorch reference
+(:mod:`fq_plugin.ops.reference`) is registered for every other case, so the ops work everywhere.
+``FQ_PLUGIN_DISABLE_EXT=1`` forces the reference, ``FQ_PLUGIN_CPU_ISA=portable|avx2|avx512`` a lower CPU path.
+
+The public functions below validate their arguments (clear ``TypeError``/``ValueError``) and call the op.
+"""
+import torch
+
+from . import _ext, reference
+from .reference import MAX_K, pack_ternary, unpack_ternary, words_for
+
+__all__ = ["quantize_affine_u8", "quantize_absmax_i8", "int8_linear", "int8_linear_symmetric", "pack_signs",
+           "unpack_signs", "binary_linear_w1a8", "binary_linear_w1a1", "pack_ternary", "unpack_ternary",
+           "extension_available", "backend_info", "set_cpu_isa", "words_for", "SCHEMAS"]
+
+# One schema per op; the C++ extension defines the same strings (tests compare them).
+SCHEMAS = {
+    "quantize_affine_u8": "quantize_affine_u8(Tensor x, Tensor x_min, Tensor x_max, int bits=8) -> Tensor",
+    "quantize_absmax_i8": "quantize_absmax_i8(Tensor x) -> (Tensor, Tensor)",
+    "int8_linear": "int8_linear(Tensor x_q, Tensor x_scale, Tensor x_zero, Tensor w_q, Tensor w_scale, "
+                   "Tensor w_zero, Tensor w_sum, Tensor? bias=None) -> Tensor",
+    "int8_linear_symmetric": "int8_linear_symmetric(Tensor x_q, Tensor x_scale, Tensor w_q, Tensor w_scale, "
+                             "Tensor w_zero, Tensor w_sum, Tensor? bias=None) -> Tensor",
+    "pack_signs": "pack_signs(Tensor x) -> Tensor",
+    "binary_linear_w1a8": "binary_linear_w1a8(Tensor x_q, Tensor x_scale, Tensor w_bits, Tensor w_scale, "
+                          "Tensor? bias, int K) -> Tensor",
+    "binary_linear_w1a1": "binary_linear_w1a1(Tensor x_bits, Tensor x_scale, Tensor w_bits, Tensor w_scale, "
+                          "Tensor? bias, int K, bool unsigned_act=False) -> Tensor",
+}
+
+_REFERENCE_IMPLS = {
+    "quantize_affine_u8": reference.quantize_affine_u8,
+    "quantize_absmax_i8": reference.quantize_absmax_i8,
+    "int8_linear": reference.int8_linear,
+    "int8_linear_symmetric": reference.int8_linear_symmetric,
+    "pack_signs": reference.pack_signs,
+    "binary_linear_w1a8": reference.binary_linear_w1a8,
+    "binary_linear_w1a1": reference.binary_linear_w1a1,
+}
+
+
+def _register():
+    """Define the ops when the extension did not, and register the reference for devices without a kernel."""
+    if _ext.module() is None:
+        lib = torch.library.Library("fq_plugin", "DEF")
+        for schema in SCHEMAS.values():
+            lib.define(schema)
+    else:
+        lib = torch.library.Library("fq_plugin", "IMPL")
+    # CompositeExplicitAutograd serves every backend that has no kernel of its own (CPU without the
+    # extension, CUDA when the extension was built without CUDA); the C++ kernels take precedence.
+    for name, fn in _REFERENCE_IMPLS.items():
+        lib.impl(name, fn, "CompositeExplicitAutograd")
+    _register_fakes()
+    return lib
+
+
+def _register_fakes():
+    """Shape functions for FakeTensor / torch.compile / opcheck."""
+    def out_mn(x, w):
+        return x.new_empty((x.shape[0], w.shape[0]), dtype=torch.float32)
+
+    torch.library.register_fake("fq_plugin::quantize_affine_u8")(
+        lambda x, x_min, x_max, bits=8: x.new_empty(x.shape, dtype=torch.uint8))
+    torch.library.register_fake("fq_plugin::quantize_absmax_i8")(
+        lambda x: (x.new_empty(x.shape, dtype=torch.int8), x.new_empty((x.shape[0],), dtype=torch.float32)))
+    torch.library.register_fake("fq_plugin::int8_linear")(
+        lambda x_q, x_scale, x_zero, w_q, *args: out_mn(x_q, w_q))
+    torch.library.register_fake("fq_plugin::int8_linear_symmetric")(
+        lambda x_q, x_scale, w_q, *args: out_mn(x_q, w_q))
+    torch.library.register_fake("fq_plugin::pack_signs")(
+        lambda x: x.new_empty((x.shape[0], words_for(x.shape[1])), dtype=torch.int32))
+    torch.library.register_fake("fq_plugin::binary_linear_w1a8")(
+        lambda x_q, x_scale, w_bits, *args: out_mn(x_q, w_bits))
+    torch.library.register_fake("fq_plugin::binary_linear_w1a1")(
+        lambda x_bits, x_scale, w_bits, *args: out_mn(x_bits, w_bits))
+
+
+_LIB = _register()
+
+
+def extension_available() -> bool:
+    """True when the C++ extension is loaded (its kernels serve CPU tensors)."""
+    return _ext.module() is not None
+
+
+def backend_info() -> dict:
+    """Which implementation serves the ops.
+
+    Returns:
+        dict with ``extension`` (bool), ``cause`` (why not, or None), ``cpu`` (the selected CPU path:
+        ``avx512-vnni``, ``avx2``, ``portable`` or ``reference``), ``cpu_paths`` (paths this CPU can run)
+        and ``cuda`` (whether CUDA kernels were built).
+    """
+    mod = _ext.module()
+    if mod is None:
+        return {"extension": False, "cause": _ext.cause(), "cpu": "reference", "cpu_paths": [], "cuda": False}
+    return {"extension": True, "cause": None, "cpu": mod.cpu_isa(), "cpu_paths": list(mod.supported_cpu_isas()),
+            "cuda": bool(mod.has_cuda())}
+
+
+def set_cpu_isa(name: str) -> str:
+    """Force a CPU path (``avx512``/``avx512-vnni``, ``avx2``, ``portable``, or ``auto`` for the best one).
+
+    Returns:
+        The selected path's name. Raises ``ValueError`` if this CPU cannot run it and ``RuntimeError``
+        without the extension.
+    """
+    mod = _ext.module()
+    if mod is None:
+        raise RuntimeError(f"fq_plugin C++ extension {_ext.cause()}; no CPU path to select")
+    return mod.set_cpu_isa(name)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# argument checks: one clear error per mistake, before any kernel runs
+
+def _tensor(t, name, dtype, dim):
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if dtype is not None and t.dtype != dtype:
+        raise TypeError(f"{name} must be {dtype}, got {t.dtype}")
+    if t.dim() != dim:
+        raise ValueError(f"{name} must be {dim}-D, got shape {tuple(t.shape)}")
+
+
+def _vector(t, name, dtype, n, broadcast_ok=False):
+    _tensor(t, name, dtype, 1)
+    if t.shape[0] != n and not (broadcast_ok and t.shape[0] == 1):
+        want = f"[{n}] or [1]" if broadcast_ok else f"[{n}]"
+        raise ValueError(f"{name} must have shape {want}, got {tuple(t.shape)}")
+
+
+def _same_device(*named):
+    devices = {t.device for t in named if t is not None}
+    if len(devices) > 1:
+        raise ValueError(f"all tensors must be on one device, got {sorted(str(d) for d in devices)}")
+
+
+def _check_k(k):
+    if k > MAX_K:
+        raise ValueError(f"K={k} exceeds {MAX_K}: int32 accumulation of 8-bit products could overflow")
+
+
+def _check_weights(w, w_name, w_dtype, w_cols, w_scale, bias, extra=()):
+    _tensor(w, w_name, w_dtype, 2)
+    if w.shape[1] != w_cols:
+        raise ValueError(f"{w_name} must have {w_cols} columns to match the activations, got shape {tuple(w.shape)}")
+    n = w.shape[0]
+    _vector(w_scale, "w_scale", torch.float32, n)
+    for t, name, dtype in extra:
+        _vector(t, name, dtype, n)
+    if bias is not None:
+        _vector(bias, "bias", torch.float32, n)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# public functions
+
+def quantize_affine_u8(x, x_min, x_max, bits: int = 8) -> torch.Tensor:
+    """Affine codes of ``x`` (see :func:`fq_plugin.ops.reference.quantize_affine_u8`, bit-identical to
+    :func:`fq_plugin.quant.fake_quantize`).
+
+    Args:
+        x: float32 ``[M, K]``; x_min, x_max: float32 ``[M]`` or ``[1]``; bits: 2..8.
+    Returns:
+        uint8 ``[M, K]``. Raises ``ValueError`` on NaN.
+    """
+    _tensor(x, "x", torch.float32, 2)
+    _vector(x_min, "x_min", torch.float32, x.shape[0], broadcast_ok=True)
+    _vector(x_max, "x_max", torch.float32, x.shape[0], broadcast_ok=True)
+    _same_device(x, x_min, x_max)
+    reference.check_bits(bits)
+    return torch.ops.fq_plugin.quantize_affine_u8(x, x_min, x_max, bits)
+
+
+def quantize_absmax_i8(x):
+    """Per-row symmetric int8 codes (BitNet activations), see :func:`fq_plugin.ops.reference.quantize_absmax_i8`.
+
+    Args:
+        x: float32 ``[M, K]``, finite.
+    Returns:
+        ``(int8 [M, K], scale float32 [M])``. Raises ``ValueError`` on NaN/Inf.
+    """
+    _tensor(x, "x", torch.float32, 2)
+    return torch.ops.fq_plugin.quantize_absmax_i8(x)
+
+
+def int8_linear(x_q, x_scale, x_zero, w_q, w_scale, w_zero, w_sum, bias=None) -> torch.Tensor:
+    """Linear layer on affine 8-bit codes (see :func:`fq_plugin.ops.reference.int8_linear` for the formula).
+
+    Args:
+        x_q: uint8 ``[M, K]``; x_scale, x_zero: float32 ``[M]`` or ``[1]``; w_q: int8 ``[N, K]``;
+        w_scale, w_zero: float32 ``[N]``; w_sum: int32 ``[N]`` (= ``w_q.sum(1)``); bias: float32 ``[N]`` or None.
+    Returns:
+        float32 ``[M, N]``.
+    """
+    _tensor(x_q, "x_q", torch.uint8, 2)
+    m, k = x_q.shape
+    _check_k(k)
+    _vector(x_scale, "x_scale", torch.float32, m, broadcast_ok=True)
+    _vector(x_zero, "x_zero", torch.float32, m, broadcast_ok=True)
+    _check_weights(w_q, "w_q", torch.int8, k, w_scale, bias,
+                   ((w_zero, "w_zero", torch.float32), (w_sum, "w_sum", torch.int32)))
+    _same_device(x_q, x_scale, x_zero, w_q, w_scale, w_zero, w_sum, bias)
+    return torch.ops.fq_plugin.int8_linear(x_q, x_scale, x_zero, w_q, w_scale, w_zero, w_sum, bias)
+
+
+def int8_linear_symmetric(x_q, x_scale, w_q, w_scale, w_zero, w_sum, bias=None) -> torch.Tensor:
+    """Linear layer on symmetric int8 activations ``x = x_scale * x_q`` and affine int8 weights.
+
+    Args:
+        x_q: int8 ``[M, K]``; x_scale: float32 ``[M]`` or ``[1]``; the weights as in :func:`int8_linear`
+        (``w_sum`` must equal ``w_q.sum(1)``: a kernel may use it).
+    Returns:
+        float32 ``[M, N]``.
+    """
+    _tensor(x_q, "x_q", torch.int8, 2)
+    m, k = x_q.shape
+    _check_k(k)
+    _vector(x_scale, "x_scale", torch.float32, m, broadcast_ok=True)
+    _check_weights(w_q, "w_q", torch.int8, k, w_scale, bias,
+                   ((w_zero, "w_zero", torch.float32), (w_sum, "w_sum", torch.int32)))
+    _same_device(x_q, x_scale, w_q, w_scale, w_zero, w_sum, bias)
+    return torch.ops.fq_plugin.int8_linear_symmetric(x_q, x_scale, w_q, w_scale, w_zero, w_sum, bias)
+
+
+def pack_signs(x) -> torch.Tensor:
+    """Pack ``x > 0`` (bool: True) of ``x [M, K]`` into int32 ``[M, ceil(K/32)]`` (bit j of word w = column
+    ``32 w + j``; padding bits 0).
+
+    Args:
+        x: float32 or bool ``[M, K]`` (other float dtypes are converted to float32).
+    """
+    if isinstance(x, torch.Tensor) and x.is_floating_point() and x.dtype != torch.float32:
+        x = x.float()
+    if not isinstance(x, torch.Tensor) or x.dtype not in (torch.float32, torch.bool):
+        raise TypeError(f"pack_signs expects a float or bool tensor, got {getattr(x, 'dtype', type(x).__name__)}")
+    _tensor(x, "x", None, 2)
+    return torch.ops.fq_plugin.pack_signs(x)
+
+
+def unpack_signs(bits, k: int) -> torch.Tensor:
+    """float32 ``[M, k]`` of +1 (bit 1) / -1 (bit 0) from int32 ``[M, ceil(k/32)]`` words (for tests)."""
+    _tensor(bits, "bits", torch.int32, 2)
+    if bits.shape[1] != words_for(k):
+        raise ValueError(f"bits must have {words_for(k)} words per row for K={k}, got shape {tuple(bits.shape)}")
+    return reference.unpack_signs(bits, k)
+
+
+def binary_linear_w1a8(x_q, x_scale, w_bits, w_scale, bias, k: int) -> torch.Tensor:
+    """1-bit weights (packed signs) x int8 activations: ``x_scale*w_scale*sum_k sgn*x_q + bias``.
+
+    Args:
+        x_q: int8 ``[M, K]``; x_scale: float32 ``[M]`` or ``[1]``; w_bits: int32 ``[N, ceil(K/32)]``;
+        w_scale: float32 ``[N]``; bias: float32 ``[N]`` or None; k: K.
+    Returns:
+        float32 ``[M, N]``.
+    """
+    _tensor(x_q, "x_q", torch.int8, 2)
+    m = x_q.shape[0]
+    if k != x_q.shape[1]:
+        raise ValueError(f"K={k} does not match x_q with {x_q.shape[1]} columns")
+    _check_k(k)
+    _vector(x_scale, "x_scale", torch.float32, m, broadcast_ok=True)
+    _check_weights(w_bits, "w_bits", torch.int32, words_for(k), w_scale, bias)
+    _same_device(x_q, x_scale, w_bits, w_scale, bias)
+    return torch.ops.fq_plugin.binary_linear_w1a8(x_q, x_scale, w_bits, w_scale, bias, k)
+
+
+def binary_linear_w1a1(x_bits, x_scale, w_bits, w_scale, bias, k: int, unsigned: bool = False) -> torch.Tensor:
+    """1-bit weights x 1-bit activations (xor/and + popcount), see :func:`fq_plugin.ops.reference.binary_linear_w1a1`.
+
+    Args:
+        x_bits: int32 ``[M, ceil(K/32)]``; x_scale: float32 ``[M]`` or ``[1]``; w_bits: int32
+        ``[N, ceil(K/32)]``; w_scale: float32 ``[N]``; bias: float32 ``[N]`` or None; k: K (> 0);
+        unsigned: activations in {0, 1} instead of {-1, +1}.
+    Returns:
+        float32 ``[M, N]``.
+    """
+    _tensor(x_bits, "x_bits", torch.int32, 2)
+    if not isinstance(k, int) or k < 0 or x_bits.shape[1] != words_for(k):
+        raise ValueError(f"x_bits must have ceil(K/32) = {words_for(k) if isinstance(k, int) and k >= 0 else '?'} "
+                         f"words per row for K={k}, got shape {tuple(x_bits.shape)}")
+    _vector(x_scale, "x_scale", torch.float32, x_bits.shape[0], broadcast_ok=True)
+    _check_weights(w_bits, "w_bits", torch.int32, words_for(k), w_scale, bias)
+    _same_device(x_bits, x_scale, w_bits, w_scale, bias)
+    return torch.ops.fq_plugin.binary_linear_w1a1(x_bits, x_scale, w_bits, w_scale, bias, k, bool(unsigned))

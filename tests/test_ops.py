@@ -1,0 +1,443 @@
+"""Low-bit ops: every kernel path against the pure-PyTorch reference, bad input, dispatch, CUDA sources."""
+import glob
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import fq_plugin.ops as ops
+from fq_plugin.ops import reference as ref
+from fq_plugin.quant import fake_quantize
+
+ROOT = Path(__file__).resolve().parent.parent
+EPS = torch.finfo(torch.float32).eps
+# (M, N, K): decoding batches (1..4), training/batched shapes, Transformer base/big sizes, odd sizes
+SHAPES = [(1, 1, 1), (1, 7, 31), (3, 5, 33), (4, 64, 100), (64, 33, 257), (257, 9, 64), (2, 512, 512),
+          (1, 1024, 1024), (3, 96, 2048), (5, 33, 4096), (4, 32000, 512)]
+ISAS = ["portable", "avx2", "avx512-vnni"]
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+@pytest.fixture(params=["reference"] + ISAS)
+def path(request):
+    """The implementation under test: the registered reference op, or one forced C++ CPU path."""
+    name = request.param
+    if name == "reference":
+        yield name
+        return
+    if not ops.extension_available():
+        pytest.skip(f"C++ extension not loaded: {ops.backend_info()['cause']}")
+    if name not in ops.backend_info()["cpu_paths"]:
+        pytest.skip(f"this CPU cannot run the {name} path (has {ops.backend_info()['cpu_paths']})")
+    before = ops.backend_info()["cpu"]
+    ops.set_cpu_isa(name)
+    yield name
+    ops.set_cpu_isa(before)
+
+
+def run(path, fn, *args):
+    """Call the op ``fn`` on ``path``. C++ paths run twice with output and scratch buffers poisoned with two
+    different byte patterns (0xFF = NaN for floats): any element a kernel fails to write differs between them."""
+    if path == "reference":
+        return getattr(ref, fn.__name__)(*args)
+    results = []
+    for pattern in (0xFF, 0x5A):
+        ops._ext.module()._set_debug_poison(pattern)
+        try:
+            results.append(fn(*args))
+        finally:
+            ops._ext.module()._set_debug_poison(-1)
+    first, second = results
+    for a, b in zip(first if isinstance(first, tuple) else (first,), second if isinstance(second, tuple) else (second,)):
+        assert torch.equal(a, b), "output differs between poison patterns: some elements were never written"
+    return first
+
+
+def affine_operands(m, n, k, x_ranges=True):
+    x_q = torch.randint(0, 256, (m, k), dtype=torch.uint8)
+    w_q = torch.randint(-128, 128, (n, k), dtype=torch.int8)
+    x_scale = torch.rand(m if x_ranges else 1) * 0.1 + 1e-3
+    x_zero = torch.randn(m if x_ranges else 1)
+    w_scale, w_zero = torch.rand(n) * 0.05 + 1e-4, torch.randn(n) * 0.1
+    return x_q, x_scale, x_zero, w_q, w_scale, w_zero, w_q.sum(1, dtype=torch.int32), torch.randn(n)
+
+
+def exact_dot(a, b):
+    return a.to(torch.int64) @ b.to(torch.int64).t()
+
+
+def assert_epilogue_close(out, expected, magnitude):
+    """Float tolerance only for the float32 epilogue: a few ulps of the sum of the terms' magnitudes."""
+    assert not torch.isnan(out).any()
+    err = (out.double() - expected.double()).abs()
+    bound = 8 * EPS * magnitude + 1e-30
+    assert (err <= bound).all(), f"max excess {(err - bound).max().item():.3g}"
+
+
+# ------------------------------------------------------------------------------------------------ int8 GEMM
+
+@pytest.mark.parametrize("m,n,k", SHAPES)
+def test_int8_linear_integer_part_is_exact(path, m, n, k):
+    x_q, _, _, w_q, *_ = affine_operands(m, n, k)
+    out = run(path, ops.int8_linear, x_q, torch.ones(1), torch.zeros(1), w_q, torch.ones(n), torch.zeros(n),
+              w_q.sum(1, dtype=torch.int32), None)
+    assert torch.equal(out, exact_dot(x_q, w_q).to(torch.float32))
+
+
+@pytest.mark.parametrize("m,n,k", SHAPES)
+@pytest.mark.parametrize("per_row", [True, False])
+def test_int8_linear_matches_reference(path, m, n, k, per_row):
+    args = affine_operands(m, n, k, x_ranges=per_row)
+    x_q, sx, zx, w_q, sw, zw, ws, bias = args
+    out = run(path, ops.int8_linear, *args)
+    a = exact_dot(x_q, w_q).double()
+    rx = x_q.double().sum(1, keepdim=True)
+    sx, zx = sx.double()[:, None], zx.double()[:, None]
+    sw, zw, ws, b = sw.double(), zw.double(), ws.double(), bias.double()
+    exact = sx * sw * a + sx * zw * rx + zx * sw * ws + k * zx * zw + b
+    mag = (sx * sw * a).abs() + (sx * zw * rx).abs() + (zx * sw * ws).abs() + (k * zx * zw).abs() + b.abs()
+    assert_epilogue_close(out, exact, mag)
+    # and it is the product of the dequantized operands
+    deq = (sx * x_q.double() + zx) @ (sw[:, None] * w_q.double() + zw[:, None]).t() + b
+    assert_epilogue_close(out, deq, mag)
+
+
+@pytest.mark.parametrize("m,n,k", SHAPES)
+def test_int8_linear_symmetric_matches_reference(path, m, n, k):
+    x_q = torch.randint(-128, 128, (m, k), dtype=torch.int8)
+    w_q = torch.randint(-128, 128, (n, k), dtype=torch.int8)
+    sx, sw, zw, bias = torch.rand(m) + 0.01, torch.rand(n) * 0.1, torch.randn(n) * 0.1, torch.randn(n)
+    ws = w_q.sum(1, dtype=torch.int32)
+    exact_int = run(path, ops.int8_linear_symmetric, x_q, torch.ones(m), w_q, torch.ones(n), torch.zeros(n), ws, None)
+    assert torch.equal(exact_int, exact_dot(x_q, w_q).to(torch.float32))
+    out = run(path, ops.int8_linear_symmetric, x_q, sx, w_q, sw, zw, ws, bias)
+    a, rx = exact_dot(x_q, w_q).double(), x_q.double().sum(1, keepdim=True)
+    terms = (sx.double()[:, None] * sw.double() * a, sx.double()[:, None] * zw.double() * rx, bias.double())
+    assert_epilogue_close(out, sum(terms), sum(t.abs() for t in terms))
+
+
+# ------------------------------------------------------------------------------------------------ quantizers
+
+@pytest.mark.parametrize("m,k", [(1, 1), (3, 33), (64, 257), (257, 100), (4, 4096)])
+@pytest.mark.parametrize("bits", [8, 4, 2])
+def test_quantize_affine_u8_bit_identical_to_fake_quantize(path, m, k, bits):
+    x = torch.randn(m, k) * 3
+    x[0, 0] = float("inf")
+    if m > 1:
+        x[1, -1] = float("-inf")
+    lo, hi = torch.randn(m) - 2, torch.randn(m) + 2
+    if m > 2:
+        hi[2] = lo[2]  # a zero range
+    codes = run(path, ops.quantize_affine_u8, x, lo, hi, bits)
+    assert codes.dtype == torch.uint8 and codes.shape == x.shape
+    assert torch.equal(codes, ref.quantize_affine_u8(x, lo, hi, bits))
+    scale = torch.where(hi > lo, (hi - lo) / (2**bits - 1), torch.ones_like(hi))[:, None]
+    fq = fake_quantize(x, lo[:, None], hi[:, None], bits)
+    assert torch.equal(torch.addcmul(lo[:, None], codes.float(), scale), fq)
+    one = run(path, ops.quantize_affine_u8, x, lo[:1], hi[:1], bits)  # one range for all rows
+    assert torch.equal(one, ref.quantize_affine_u8(x, lo[:1].expand(m).contiguous(), hi[:1].expand(m).contiguous(),
+                                                   bits))
+
+
+def test_quantize_affine_u8_rounds_half_to_even(path):
+    x = torch.arange(0, 256, dtype=torch.float32).sub(0.5).clamp(min=0).reshape(4, 64)  # exact ties .5
+    codes = run(path, ops.quantize_affine_u8, x, torch.zeros(1), torch.full((1,), 255.0), 8)
+    assert torch.equal(codes, torch.round(x).to(torch.uint8))
+    assert codes[0, 1].item() == 0 and codes[0, 2].item() == 2  # 0.5 -> 0, 1.5 -> 2
+
+
+def test_quantize_affine_u8_zero_range_rows(path):
+    x = torch.full((3, 40), 0.7)
+    codes = run(path, ops.quantize_affine_u8, x, torch.full((3,), 0.7), torch.full((3,), 0.7), 8)
+    assert torch.equal(codes, torch.zeros(3, 40, dtype=torch.uint8))
+
+
+@pytest.mark.parametrize("m,k", [(1, 1), (3, 33), (64, 257), (257, 100), (4, 4096)])
+def test_quantize_absmax_i8_matches_reference(path, m, k):
+    x = torch.randn(m, k) * 4
+    if m > 1:
+        x[1] = 0  # zero row: codes 0, scale 0
+    codes, scale = run(path, ops.quantize_absmax_i8, x)
+    want_codes, want_scale = ref.quantize_absmax_i8(x)
+    assert torch.equal(codes, want_codes) and torch.equal(scale, want_scale)
+    assert codes.abs().max() <= 127 and (codes.abs().amax(1) == 127).sum() == (x.abs().amax(1) > 0).sum()
+    torch.testing.assert_close(scale[:, None] * codes.float(), x, atol=scale.max().item() / 2 + 1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_nan_input_raises(path, bad):
+    x = torch.randn(4, 70)
+    x[2, 65] = bad
+    with pytest.raises(ValueError, match="finite"):
+        run(path, ops.quantize_absmax_i8, x)
+    if bad != bad:
+        with pytest.raises(ValueError, match="NaN"):
+            run(path, ops.quantize_affine_u8, x, torch.zeros(1), torch.ones(1), 8)
+        with pytest.raises(ValueError, match="NaN"):
+            run(path, ops.quantize_affine_u8, x[:, :3].contiguous(), torch.zeros(4), torch.tensor([1, 2, bad, 3.0]), 8)
+
+
+# ------------------------------------------------------------------------------------------------ binary
+
+@pytest.mark.parametrize("m,k", [(1, 1), (3, 31), (2, 32), (5, 33), (64, 100), (257, 257), (2, 4096)])
+def test_pack_signs_round_trip(path, m, k):
+    x = torch.randn(m, k)
+    x[0, 0] = 0.0  # zero is not positive
+    bits = run(path, ops.pack_signs, x)
+    assert bits.dtype == torch.int32 and bits.shape == (m, (k + 31) // 32)
+    assert torch.equal(bits, ref.pack_signs(x))
+    assert torch.equal(ops.unpack_signs(bits, k), torch.where(x > 0, 1.0, -1.0))
+    assert torch.equal(run(path, ops.pack_signs, x > 0), bits)
+    if k % 32:
+        assert ((bits[:, -1].long() & 0xFFFFFFFF) >> (k % 32)).eq(0).all()  # padding bits are 0
+    assert torch.equal(ops.pack_signs(x.double()), bits)  # other float dtypes are converted
+
+
+@pytest.mark.parametrize("m,n,k", SHAPES)
+def test_binary_linear_w1a8_matches_reference(path, m, n, k):
+    x_q = torch.randint(-128, 128, (m, k), dtype=torch.int8)
+    w = torch.randn(n, k)
+    w_bits = ref.pack_signs(w)
+    exact = exact_dot(x_q, torch.where(w > 0, 1, -1))
+    out_int = run(path, ops.binary_linear_w1a8, x_q, torch.ones(1), w_bits, torch.ones(n), None, k)
+    assert torch.equal(out_int, exact.to(torch.float32))
+    sx, sw, bias = torch.rand(m) + 0.01, torch.rand(n) + 0.01, torch.randn(n)
+    out = run(path, ops.binary_linear_w1a8, x_q, sx, w_bits, sw, bias, k)
+    terms = (sx.double()[:, None] * sw.double() * exact.double(), bias.double())
+    assert_epilogue_close(out, sum(terms), sum(t.abs() for t in terms))
+
+
+@pytest.mark.parametrize("m,n,k", SHAPES)
+@pytest.mark.parametrize("unsigned", [False, True])
+def test_binary_linear_w1a1_matches_reference(path, m, n, k, unsigned):
+    x, w = torch.randn(m, k), torch.randn(n, k)
+    x_bits, w_bits = ref.pack_signs(x), ref.pack_signs(w)
+    xv = (x > 0).long() if unsigned else torch.where(x > 0, 1, -1)
+    exact = exact_dot(xv, torch.where(w > 0, 1, -1))
+    out_int = run(path, ops.binary_linear_w1a1, x_bits, torch.ones(m), w_bits, torch.ones(n), None, k, unsigned)
+    assert torch.equal(out_int, exact.to(torch.float32))
+    sx, sw, bias = torch.rand(1) + 0.01, torch.rand(n) + 0.01, torch.randn(n)
+    out = run(path, ops.binary_linear_w1a1, x_bits, sx, w_bits, sw, bias, k, unsigned)
+    terms = (sx.double()[:, None] * sw.double() * exact.double(), bias.double())
+    assert_epilogue_close(out, sum(terms), sum(t.abs() for t in terms))
+
+
+def test_binary_ops_refuse_nonzero_padding_bits(path):
+    x_bits, w_bits = ref.pack_signs(torch.randn(2, 40)), ref.pack_signs(torch.randn(3, 40))
+    dirty = w_bits.clone()
+    dirty[1, -1] |= 1 << 20  # bit of column 52 > K
+    with pytest.raises(ValueError, match="padding bits"):
+        run(path, ops.binary_linear_w1a1, x_bits, torch.ones(2), dirty, torch.ones(3), None, 40)
+    with pytest.raises(ValueError, match="padding bits"):
+        run(path, ops.binary_linear_w1a8, torch.zeros(2, 40, dtype=torch.int8), torch.ones(2), dirty, torch.ones(3),
+            None, 40)
+
+
+def test_ternary_pack_round_trip():
+    for n, k in [(1, 1), (3, 5), (7, 64), (4, 1023)]:
+        t = torch.randint(-1, 2, (n, k), dtype=torch.int8)
+        packed = ops.pack_ternary(t)
+        assert packed.dtype == torch.uint8 and packed.shape == (n, (k + 3) // 4)
+        assert torch.equal(ops.unpack_ternary(packed, k), t)
+    with pytest.raises(ValueError, match="-1, 0, 1"):
+        ops.pack_ternary(torch.tensor([[2]], dtype=torch.int8))
+    with pytest.raises(TypeError, match="int8"):
+        ops.pack_ternary(torch.zeros(2, 2))
+    with pytest.raises(ValueError, match="code 3"):
+        ops.unpack_ternary(torch.full((1, 1), 3, dtype=torch.uint8), 4)
+
+
+# ------------------------------------------------------------------------------------------------ bad input
+
+def _good_int8(m=3, n=4, k=8):
+    return list(affine_operands(m, n, k))
+
+
+@pytest.mark.parametrize("index,value,exc,match", [
+    (0, torch.zeros(3, 8, dtype=torch.int8), TypeError, "x_q must be torch.uint8"),
+    (0, torch.zeros(3, 8, 1, dtype=torch.uint8), ValueError, "x_q must be 2-D"),
+    (1, torch.ones(2), ValueError, r"x_scale must have shape \[3\] or \[1\]"),
+    (2, torch.zeros(3, dtype=torch.float64), TypeError, "x_zero must be torch.float32"),
+    (3, torch.zeros(4, 8, dtype=torch.uint8), TypeError, "w_q must be torch.int8"),
+    (3, torch.zeros(4, 9, dtype=torch.int8), ValueError, "w_q must have 8 columns"),
+    (4, torch.ones(5), ValueError, r"w_scale must have shape \[4\]"),
+    (6, torch.zeros(4, dtype=torch.int64), TypeError, "w_sum must be torch.int32"),
+    (7, torch.zeros(3), ValueError, r"bias must have shape \[4\]"),
+    (3, [[1]], TypeError, "w_q must be a torch.Tensor"),
+])
+def test_int8_linear_bad_arguments(index, value, exc, match):
+    args = _good_int8()
+    args[index] = value
+    with pytest.raises(exc, match=match):
+        ops.int8_linear(*args)
+
+
+def test_other_ops_bad_arguments():
+    with pytest.raises(TypeError, match="x must be torch.float32"):
+        ops.quantize_affine_u8(torch.zeros(2, 3, dtype=torch.float64), torch.zeros(1), torch.ones(1))
+    with pytest.raises(ValueError, match="bit width"):
+        ops.quantize_affine_u8(torch.zeros(2, 3), torch.zeros(1), torch.ones(1), bits=9)
+    with pytest.raises(ValueError, match=r"x_max must have shape \[2\] or \[1\]"):
+        ops.quantize_affine_u8(torch.zeros(2, 3), torch.zeros(2), torch.ones(3))
+    with pytest.raises(ValueError, match="x must be 2-D"):
+        ops.quantize_absmax_i8(torch.zeros(3))
+    with pytest.raises(TypeError, match="float or bool"):
+        ops.pack_signs(torch.zeros(2, 3, dtype=torch.int32))
+    with pytest.raises(TypeError, match="x_q must be torch.int8"):
+        ops.int8_linear_symmetric(torch.zeros(2, 3, dtype=torch.uint8), torch.ones(2), torch.zeros(4, 3, dtype=torch.int8),
+                                  torch.ones(4), torch.zeros(4), torch.zeros(4, dtype=torch.int32))
+    bits = torch.zeros(2, 2, dtype=torch.int32)
+    with pytest.raises(ValueError, match="does not match x_q"):
+        ops.binary_linear_w1a8(torch.zeros(2, 40, dtype=torch.int8), torch.ones(2), bits, torch.ones(2), None, 41)
+    with pytest.raises(ValueError, match="w_bits must have 2 columns"):
+        ops.binary_linear_w1a8(torch.zeros(2, 40, dtype=torch.int8), torch.ones(2), bits[:, :1].contiguous(),
+                               torch.ones(2), None, 40)
+    with pytest.raises(ValueError, match="ceil"):
+        ops.binary_linear_w1a1(bits, torch.ones(2), bits, torch.ones(2), None, 65)
+    with pytest.raises(TypeError, match="x_bits must be torch.int32"):
+        ops.binary_linear_w1a1(bits.float(), torch.ones(2), bits, torch.ones(2), None, 64)
+    with pytest.raises(ValueError, match="exceeds"):
+        ops.int8_linear_symmetric(torch.zeros(1, ref.MAX_K + 1, dtype=torch.int8), torch.ones(1),
+                                  torch.zeros(1, ref.MAX_K + 1, dtype=torch.int8), torch.ones(1), torch.zeros(1),
+                                  torch.zeros(1, dtype=torch.int32))
+
+
+def test_cpp_kernels_check_arguments_too():
+    """Direct ``torch.ops`` calls (skipping the Python checks) still get clear errors from the C++ side."""
+    if not ops.extension_available():
+        pytest.skip(f"C++ extension not loaded: {ops.backend_info()['cause']}")
+    args = _good_int8()
+    args[3] = torch.zeros(4, 9, dtype=torch.int8)
+    with pytest.raises(ValueError, match="w_q must be"):
+        torch.ops.fq_plugin.int8_linear(*args)
+    with pytest.raises(TypeError, match="x_q must be"):
+        torch.ops.fq_plugin.binary_linear_w1a8(torch.zeros(2, 3), torch.ones(2), torch.zeros(2, 1, dtype=torch.int32),
+                                               torch.ones(2), None, 3)
+
+
+# ------------------------------------------------------------------------------------------------ dispatch
+
+def test_schemas_of_extension_match_python_fallback():
+    if not ops.extension_available():
+        pytest.skip(f"C++ extension not loaded: {ops.backend_info()['cause']}")
+    for name, schema in ops.SCHEMAS.items():
+        assert str(getattr(torch.ops.fq_plugin, name).default._schema) == f"fq_plugin::{schema}"
+
+
+def test_extension_is_loaded_when_built():
+    built = glob.glob(str(ROOT / "fq_plugin" / "_C*.so"))
+    if not built or os.environ.get("FQ_PLUGIN_DISABLE_EXT"):
+        pytest.skip("no fq_plugin/_C*.so in the checkout")
+    info = ops.backend_info()
+    assert info["extension"], info["cause"]
+    assert info["cpu"] == info["cpu_paths"][-1], "the best path this CPU supports is the default"
+    assert "portable" in info["cpu_paths"]
+
+
+def test_opcheck():
+    x_q, sx, zx, w_q, sw, zw, ws, bias = affine_operands(3, 5, 40)
+    torch.library.opcheck(torch.ops.fq_plugin.int8_linear.default, (x_q, sx, zx, w_q, sw, zw, ws, bias),
+                          test_utils=("test_schema", "test_faketensor"))
+    bits = ref.pack_signs(torch.randn(3, 40))
+    torch.library.opcheck(torch.ops.fq_plugin.binary_linear_w1a1.default,
+                          (bits, sx, ref.pack_signs(torch.randn(5, 40)), sw, None, 40, True),
+                          test_utils=("test_schema", "test_faketensor"))
+    torch.library.opcheck(torch.ops.fq_plugin.quantize_absmax_i8.default, (torch.randn(3, 7),),
+                          test_utils=("test_schema", "test_faketensor"))
+
+
+_SUBPROCESS = """
+import warnings, torch
+import fq_plugin.ops as ops
+from fq_plugin.ops import reference as ref
+print("INFO", ops.backend_info()["cpu"], ops.extension_available())
+torch.manual_seed(0)
+x = torch.randn(5, 70)
+bits, wb = ops.pack_signs(x), ops.pack_signs(torch.randn(6, 70))
+for _ in range(2):
+    q = ops.quantize_affine_u8(x, x.amin(1), x.amax(1))
+    assert torch.equal(q, ref.quantize_affine_u8(x, x.amin(1), x.amax(1)))
+    xq, s = ops.quantize_absmax_i8(x)
+    w = torch.randint(-128, 128, (6, 70), dtype=torch.int8)
+    out = ops.int8_linear(q, torch.ones(1), torch.zeros(1), w, torch.ones(6), torch.zeros(6), w.sum(1, dtype=torch.int32))
+    assert torch.equal(out, (q.long() @ w.long().t()).float())
+    out = ops.binary_linear_w1a1(bits, torch.ones(5), wb, torch.ones(6), None, 70)
+    assert torch.equal(out, ops.unpack_signs(bits, 70) @ ops.unpack_signs(wb, 70).t())
+    ops.binary_linear_w1a8(xq, s, wb, torch.ones(6), None, 70)
+print("OK")
+"""
+
+
+def _run_python(code, **env):
+    full_env = {**os.environ, "OMP_NUM_THREADS": "1", **env}
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=full_env, capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_disabled_extension_uses_reference_and_warns_once():
+    proc = _run_python(_SUBPROCESS, FQ_PLUGIN_DISABLE_EXT="1")
+    assert proc.returncode == 0, proc.stderr
+    assert "INFO reference False" in proc.stdout and "OK" in proc.stdout
+    assert proc.stderr.count("C++ extension disabled by FQ_PLUGIN_DISABLE_EXT=1") == 1, proc.stderr
+
+
+def test_cpu_path_forced_by_environment():
+    if not ops.extension_available():
+        pytest.skip(f"C++ extension not loaded: {ops.backend_info()['cause']}")
+    proc = _run_python(_SUBPROCESS, FQ_PLUGIN_CPU_ISA="portable")
+    assert proc.returncode == 0, proc.stderr
+    assert "INFO portable True" in proc.stdout and "OK" in proc.stdout
+    assert "C++ extension" not in proc.stderr
+    proc = _run_python("import fq_plugin.ops as o; print(o.backend_info()['cpu'])", FQ_PLUGIN_CPU_ISA="sse9")
+    assert proc.returncode == 0 and "FQ_PLUGIN_CPU_ISA=sse9 ignored" in proc.stderr, proc.stderr
+    assert proc.stdout.strip() == ops.backend_info()["cpu_paths"][-1]
+    with pytest.raises(ValueError, match="unknown CPU path"):
+        ops.set_cpu_isa("sse9")
+
+
+# ------------------------------------------------------------------------------------------------ CUDA
+
+def test_cuda_sources_compile(tmp_path):
+    nvcc = shutil.which("nvcc") or next(iter(glob.glob("/usr/local/cuda*/bin/nvcc")), None)
+    if nvcc is None:
+        pytest.skip("nvcc not found")
+    from torch.utils.cpp_extension import include_paths
+    sources = sorted((ROOT / "cuda").glob("*.cu"))
+    assert sources, "no CUDA sources in cuda/"
+    includes = [f"-I{p}" for p in include_paths()] + [f"-I{ROOT / 'cuda'}"]
+    for src in sources:
+        cmd = [nvcc, "-c", str(src), "-o", str(tmp_path / (src.stem + ".o")), "-std=c++17", "-O2",
+               "-gencode", "arch=compute_80,code=sm_80", "-gencode", "arch=compute_90,code=sm_90",
+               "-DTORCH_EXTENSION_NAME=_C", "--expt-relaxed-constexpr", "-Xcompiler", "-fPIC", *includes]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, f"{' '.join(cmd)}\n{proc.stderr[-4000:]}"
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("m,n,k", [(1, 7, 31), (4, 64, 100), (64, 33, 257), (257, 512, 512), (3, 1024, 4096)])
+def test_cuda_kernels_match_reference(m, n, k):
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    dev = torch.device("cuda")
+    args = affine_operands(m, n, k)
+    out = ops.int8_linear(*[a.to(dev) for a in args]).cpu()
+    assert torch.equal(ops.int8_linear(args[0].to(dev), torch.ones(1, device=dev), torch.zeros(1, device=dev),
+                                       args[3].to(dev), torch.ones(n, device=dev), torch.zeros(n, device=dev),
+                                       args[6].to(dev)).cpu(), exact_dot(args[0], args[3]).float())
+    torch.testing.assert_close(out, ref.int8_linear(*args), rtol=1e-5, atol=1e-3)
+    x_q = torch.randint(-128, 128, (m, k), dtype=torch.int8)
+    w_bits, x_bits = ref.pack_signs(torch.randn(n, k)), ref.pack_signs(torch.randn(m, k))
+    sx, sw = torch.rand(m), torch.rand(n)
+    got = ops.binary_linear_w1a8(x_q.to(dev), sx.to(dev), w_bits.to(dev), sw.to(dev), None, k).cpu()
+    torch.testing.assert_close(got, ref.binary_linear_w1a8(x_q, sx, w_bits, sw, None, k))
+    for unsigned in (False, True):
+        got = ops.binary_linear_w1a1(x_bits.to(dev), sx.to(dev), w_bits.to(dev), sw.to(dev), None, k, unsigned).cpu()
+        torch.testing.assert_close(got, ref.binary_linear_w1a1(x_bits, sx, w_bits, sw, None, k, unsigned))

@@ -18,6 +18,8 @@ setup(
         "sacrebleu>=2.0",
         "subword-nmt>=0.3.8",
         "sacremoses>=0.0.53",
+        "matplotlib>=3.5",  # fq-report's plot
     ],
     extras_require={"test": ["pytest>=7"]},
+    entry_points={"console_scripts": ["fq-report = fq_plugin.report:cli_main"]},
 )

@@ -316,7 +316,7 @@ def test_cpp_kernels_check_arguments_too():
         pytest.skip(f"C++ extension not loaded: {ops.backend_info()['cause']}")
     args = _good_int8()
     args[3] = torch.zeros(4, 9, dtype=torch.int8)
-    with pytest.raises(ValueError, match="w_q must be"):
+    with pytest.raises(ValueError, match="w_q must have 8 columns"):
         torch.ops.fq_plugin.int8_linear(*args)
     with pytest.raises(TypeError, match="x_q must be"):
         torch.ops.fq_plugin.binary_linear_w1a8(torch.zeros(2, 3), torch.ones(2), torch.zeros(2, 1, dtype=torch.int32),

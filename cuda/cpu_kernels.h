@@ -1,0 +1,85 @@
+// CPU kernels of fq_plugin._C: one table of raw-pointer functions per instruction set.
+//
+// The ISA-specific translation units (cpu_kernels_avx2.cpp, cpu_kernels_avx512.cpp) are compiled with their
+// own -m flags and include nothing but this header and the C/intrinsics headers: code built with AVX-512 flags
+// must never be emitted as a shared inline symbol (ATen, std::) that the linker could pick for generic code.
+// Everything in the .cpp files lives in an anonymous namespace except the table getter.
+#pragma once
+#include <cstdint>
+
+namespace fq_cpu {
+
+// Affine epilogue of the int8 GEMM, one output element:
+//   out = (sx*sw)*A + (sx*zw)*rx + (zx*sw)*ws + (K*zx)*zw + bias
+// Per-row pointers use a stride of 0 for a single broadcast value; the symmetric op passes zx = 0.
+struct Int8Epilogue {
+  const float* sx; int64_t sx_stride;
+  const float* zx; int64_t zx_stride;
+  const int32_t* rx;      // sum_k x_q per row (exact)
+  const float* sw; const float* zw; const int32_t* ws; const float* bias;  // bias may be null
+  float k;
+};
+
+// Epilogue of the binary ops: out = (sx*sw)*dot + bias.
+struct ScaleEpilogue {
+  const float* sx; int64_t sx_stride;
+  const float* sw; const float* bias;  // bias may be null
+};
+
+struct Kernels {
+  const char* name;
+  // Rows [r0, r1) of x [*, K]: codes of (x - xmin[r]) / scale[r] (stride 0: one range for all rows).
+  // Returns true if a NaN was met (the caller raises).
+  bool (*quantize_affine)(const float* x, int64_t K, int64_t r0, int64_t r1, const float* xmin,
+                          const float* scale, int64_t range_stride, float levels, uint8_t* out);
+  // Rows [r0, r1): gamma = max|x| (written to gamma[r]), codes round(x*127/gamma). Returns true if a
+  // non-finite value was met.
+  bool (*quantize_absmax)(const float* x, int64_t K, int64_t r0, int64_t r1, int8_t* out, float* gamma);
+
+  // int8 GEMM. The activations are first copied into an ISA-specific zero-padded layout of
+  // int8_prep_stride(K) bytes per row (rows [r0, r1)), which also yields the exact row sums.
+  int64_t (*int8_prep_stride)(int64_t K);
+  void (*int8_prep)(const void* x, bool x_signed, int64_t K, int64_t r0, int64_t r1, uint8_t* buf, int32_t* rx);
+  // out[m, n] for all m < M and n in [n0, n1); w is int8 [N, K]; out has leading dimension ldo.
+  void (*int8_gemm)(const uint8_t* xbuf, bool x_signed, int64_t M, int64_t K, const int8_t* w, int64_t n0,
+                    int64_t n1, const Int8Epilogue& ep, float* out, int64_t ldo);
+
+  // W1A8: int8 activations x packed sign words.
+  int64_t (*w1a8_prep_stride)(int64_t K);
+  void (*w1a8_prep)(const int8_t* x, int64_t K, int64_t r0, int64_t r1, uint8_t* buf, int32_t* xsum);
+  void (*w1a8_gemm)(const uint8_t* xbuf, const int32_t* xsum, int64_t M, int64_t K, const int32_t* wbits,
+                    int64_t n0, int64_t n1, const ScaleEpilogue& ep, float* out, int64_t ldo);
+
+  // W1A1: packed words x packed words (KW words per row, padding bits 0).
+  // unsigned_act: dot = 2*popcount(x & w) - popcount(x) (xpop[m] = popcount(x row)); else K - 2*popcount(x ^ w).
+  void (*w1a1_gemm)(const int32_t* xbits, int64_t M, int64_t KW, int64_t K, const int32_t* wbits, int64_t n0,
+                    int64_t n1, bool unsigned_act, const int32_t* xpop, const ScaleEpilogue& ep, float* out,
+                    int64_t ldo);
+};
+
+const Kernels& portable_kernels();
+#if defined(FQ_HAVE_X86_KERNELS)
+const Kernels& avx2_kernels();
+const Kernels& avx512_kernels();
+#endif
+
+// Shared scalar pieces (internal linkage in every translation unit that includes this header).
+namespace {
+
+inline float int8_epilogue(const Int8Epilogue& ep, int64_t m, int64_t n, int32_t a) {
+  const float sx = ep.sx[m * ep.sx_stride], zx = ep.zx[m * ep.zx_stride];
+  float out = (sx * ep.sw[n]) * static_cast<float>(a) + (sx * ep.zw[n]) * static_cast<float>(ep.rx[m]) +
+              (zx * ep.sw[n]) * static_cast<float>(ep.ws[n]) + (ep.k * zx) * ep.zw[n];
+  return ep.bias ? out + ep.bias[n] : out;
+}
+
+inline float scale_epilogue(const ScaleEpilogue& ep, int64_t m, int64_t n, int32_t dot) {
+  float out = (ep.sx[m * ep.sx_stride] * ep.sw[n]) * static_cast<float>(dot);
+  return ep.bias ? out + ep.bias[n] : out;
+}
+
+inline int64_t round_up(int64_t v, int64_t to) { return (v + to - 1) / to * to; }
+inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+
+}  // namespace
+}  // namespace fq_cpu

@@ -1,0 +1,362 @@
+// AVX2 CPU kernels (compiled with -mavx2 -mfma -mpopcnt; selected at run time only on CPUs that have them).
+//
+// int8 GEMM: u8/s8 activations are widened to int16 once, weights on the fly, and multiplied with vpmaddwd
+// (int16 x int16 -> int32 pairs, exact). vpmaddubsw would be twice as wide but saturates for u8 x s8.
+// W1A8: sign bits expand to byte masks; the masked activations (shifted to u8) are summed with vpsadbw.
+// W1A1: 64-bit xor/and + popcnt (AVX2 has no vector popcount).
+#include <immintrin.h>
+#include <math.h>
+#include <string.h>
+
+#include "cpu_kernels.h"
+
+namespace fq_cpu {
+namespace {
+
+constexpr int64_t kL2Bytes = 256 * 1024;  // weight block kept hot while all activation rows pass over it
+
+inline int32_t hsum_epi32(__m256i v) {
+  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1));
+  return _mm_cvtsi128_si32(s);
+}
+
+inline int64_t hsum_epi64(__m256i v) {
+  __m128i s = _mm_add_epi64(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  s = _mm_add_epi64(s, _mm_unpackhi_epi64(s, s));
+  return _mm_cvtsi128_si64(s);
+}
+
+// 4 x 8 int32 -> 32 bytes in order (packs work per 128-bit lane; the permute restores the order).
+inline __m256i order32(__m256i packed) {
+  return _mm256_permutevar8x32_epi32(packed, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+
+// ------------------------------------------------------------------------------------------------ quantizers
+
+bool quantize_affine(const float* x, int64_t K, int64_t r0, int64_t r1, const float* xmin, const float* scale,
+                     int64_t rs, float levels, uint8_t* out) {
+  __m256 nan_seen = _mm256_setzero_ps();
+  bool nan = false;
+  const __m256 zero = _mm256_setzero_ps(), top = _mm256_set1_ps(levels);
+  for (int64_t r = r0; r < r1; ++r) {
+    const float lo = xmin[r * rs], s = scale[r * rs];
+    const __m256 vlo = _mm256_set1_ps(lo), vs = _mm256_set1_ps(s);
+    const float* xr = x + r * K;
+    uint8_t* o = out + r * K;
+    int64_t k = 0;
+    for (; k + 32 <= K; k += 32) {
+      __m256i q[4];
+      for (int j = 0; j < 4; ++j) {
+        __m256 v = _mm256_div_ps(_mm256_sub_ps(_mm256_loadu_ps(xr + k + 8 * j), vlo), vs);
+        nan_seen = _mm256_or_ps(nan_seen, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+        v = _mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        q[j] = _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(v, zero), top));
+      }
+      const __m256i packed = _mm256_packus_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(o + k), order32(packed));
+    }
+    for (; k < K; ++k) {
+      float v = (xr[k] - lo) / s;
+      if (v != v) {
+        nan = true;
+        v = 0.f;
+      }
+      v = nearbyintf(v);
+      v = v < 0.f ? 0.f : (v > levels ? levels : v);
+      o[k] = static_cast<uint8_t>(v);
+    }
+  }
+  return nan || _mm256_movemask_ps(nan_seen) != 0;
+}
+
+bool quantize_absmax(const float* x, int64_t K, int64_t r0, int64_t r1, int8_t* out, float* gamma) {
+  const __m256 sign = _mm256_set1_ps(-0.f), fmax = _mm256_set1_ps(3.402823466e38f);
+  const __m256 q = _mm256_set1_ps(127.f), lo = _mm256_set1_ps(-127.f);
+  __m256 bad_seen = _mm256_setzero_ps();
+  bool bad = false;
+  for (int64_t r = r0; r < r1; ++r) {
+    const float* xr = x + r * K;
+    int8_t* o = out + r * K;
+    __m256 vmax = _mm256_setzero_ps();
+    int64_t k = 0;
+    for (; k + 8 <= K; k += 8) {
+      const __m256 a = _mm256_andnot_ps(sign, _mm256_loadu_ps(xr + k));
+      bad_seen = _mm256_or_ps(bad_seen, _mm256_cmp_ps(a, fmax, _CMP_NLE_UQ));  // NaN or Inf
+      vmax = _mm256_max_ps(vmax, a);
+    }
+    alignas(32) float lanes[8];
+    _mm256_store_ps(lanes, vmax);
+    float g = 0.f;
+    for (int i = 0; i < 8; ++i) g = lanes[i] > g ? lanes[i] : g;
+    for (; k < K; ++k) {
+      const float a = fabsf(xr[k]);
+      if (!(a <= 3.402823466e38f)) bad = true;
+      g = a > g ? a : g;
+    }
+    gamma[r] = g;
+    if (!(g > 0.f)) {
+      memset(o, 0, K);
+      continue;
+    }
+    const __m256 vg = _mm256_set1_ps(g);
+    for (k = 0; k + 32 <= K; k += 32) {
+      __m256i c[4];
+      for (int j = 0; j < 4; ++j) {
+        __m256 v = _mm256_div_ps(_mm256_mul_ps(_mm256_loadu_ps(xr + k + 8 * j), q), vg);
+        v = _mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        c[j] = _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(v, lo), q));
+      }
+      const __m256i packed = _mm256_packs_epi16(_mm256_packs_epi32(c[0], c[1]), _mm256_packs_epi32(c[2], c[3]));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(o + k), order32(packed));
+    }
+    for (; k < K; ++k) {
+      float v = nearbyintf((xr[k] * 127.f) / g);
+      v = v < -127.f ? -127.f : (v > 127.f ? 127.f : v);
+      o[k] = static_cast<int8_t>(v);
+    }
+  }
+  return bad || _mm256_movemask_ps(bad_seen) != 0;
+}
+
+// ------------------------------------------------------------------------------------------------ int8 GEMM
+
+int64_t int8_prep_stride(int64_t K) { return round_up(K, 16) * 2; }
+
+void int8_prep(const void* x, bool x_signed, int64_t K, int64_t r0, int64_t r1, uint8_t* buf, int32_t* rx) {
+  const int64_t kp = round_up(K, 16);
+  for (int64_t r = r0; r < r1; ++r) {
+    int16_t* dst = reinterpret_cast<int16_t*>(buf + r * kp * 2);
+    int32_t sum = 0;
+    if (x_signed) {
+      const int8_t* src = static_cast<const int8_t*>(x) + r * K;
+      for (int64_t k = 0; k < K; ++k) sum += dst[k] = src[k];
+    } else {
+      const uint8_t* src = static_cast<const uint8_t*>(x) + r * K;
+      for (int64_t k = 0; k < K; ++k) sum += dst[k] = src[k];
+    }
+    for (int64_t k = K; k < kp; ++k) dst[k] = 0;  // zero padding: the tail step reads a full vector
+    rx[r] = sum;
+  }
+}
+
+// MR activation rows x NR weight rows, full depth K. x rows are int16 with stride xs (a multiple of 16, zero
+// padded); w rows are int8 with stride K.
+template <int MR, int NR>
+void int8_tile(const int16_t* x, int64_t xs, const int8_t* w, int64_t K, int32_t* res) {
+  __m256i acc[MR][NR];
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NR; ++j) acc[i][j] = _mm256_setzero_si256();
+  const int64_t k16 = K & ~int64_t(15);
+  for (int64_t k = 0; k < k16; k += 16) {
+    __m256i wv[NR];
+    for (int j = 0; j < NR; ++j)
+      wv[j] = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + j * K + k)));
+    for (int i = 0; i < MR; ++i) {
+      const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + i * xs + k));
+      for (int j = 0; j < NR; ++j) acc[i][j] = _mm256_add_epi32(acc[i][j], _mm256_madd_epi16(xv, wv[j]));
+    }
+  }
+  if (k16 < K) {  // weight tail through a zero-padded copy (reading past the row could leave the tensor)
+    alignas(16) int8_t tail[NR][16];
+    memset(tail, 0, sizeof(tail));
+    for (int j = 0; j < NR; ++j) memcpy(tail[j], w + j * K + k16, K - k16);
+    __m256i wv[NR];
+    for (int j = 0; j < NR; ++j) wv[j] = _mm256_cvtepi8_epi16(_mm_load_si128(reinterpret_cast<const __m128i*>(tail[j])));
+    for (int i = 0; i < MR; ++i) {
+      const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + i * xs + k16));
+      for (int j = 0; j < NR; ++j) acc[i][j] = _mm256_add_epi32(acc[i][j], _mm256_madd_epi16(xv, wv[j]));
+    }
+  }
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NR; ++j) res[i * NR + j] = hsum_epi32(acc[i][j]);
+}
+
+using Int8Tile = void (*)(const int16_t*, int64_t, const int8_t*, int64_t, int32_t*);
+constexpr int kInt8MR = 4, kInt8NR = 3;
+const Int8Tile kInt8Tiles[kInt8MR][kInt8NR] = {
+    {int8_tile<1, 1>, int8_tile<1, 2>, int8_tile<1, 3>},
+    {int8_tile<2, 1>, int8_tile<2, 2>, int8_tile<2, 3>},
+    {int8_tile<3, 1>, int8_tile<3, 2>, int8_tile<3, 3>},
+    {int8_tile<4, 1>, int8_tile<4, 2>, int8_tile<4, 3>},
+};
+
+void int8_gemm(const uint8_t* xbuf, bool, int64_t M, int64_t K, const int8_t* w, int64_t n0, int64_t n1,
+               const Int8Epilogue& ep, float* out, int64_t ldo) {
+  const int16_t* x = reinterpret_cast<const int16_t*>(xbuf);
+  const int64_t xs = round_up(K, 16);
+  int64_t nblk = kL2Bytes / (K > 0 ? K : 1) / kInt8NR * kInt8NR;
+  nblk = nblk < kInt8NR ? kInt8NR : nblk;
+  int32_t res[kInt8MR * kInt8NR];
+  for (int64_t nb = n0; nb < n1; nb += nblk) {
+    const int64_t ne = min64(nb + nblk, n1);
+    for (int64_t m = 0; m < M; m += kInt8MR) {
+      const int mr = static_cast<int>(min64(kInt8MR, M - m));
+      for (int64_t n = nb; n < ne; n += kInt8NR) {
+        const int nr = static_cast<int>(min64(kInt8NR, ne - n));
+        kInt8Tiles[mr - 1][nr - 1](x + m * xs, xs, w + n * K, K, res);
+        for (int i = 0; i < mr; ++i)
+          for (int j = 0; j < nr; ++j) out[(m + i) * ldo + n + j] = int8_epilogue(ep, m + i, n + j, res[i * nr + j]);
+      }
+    }
+  }
+}
+
+// ------------------------------------------------------------------------------------------------ W1A8
+
+// Activations as u8 = x + 128 (x ^ 0x80), rows of 32 * ceil(K/32) bytes, zero padded.
+int64_t w1a8_prep_stride(int64_t K) { return round_up(K, 32); }
+
+void w1a8_prep(const int8_t* x, int64_t K, int64_t r0, int64_t r1, uint8_t* buf, int32_t* xsum) {
+  const int64_t kp = round_up(K, 32);
+  for (int64_t r = r0; r < r1; ++r) {
+    uint8_t* dst = buf + r * kp;
+    int32_t sum = 0;
+    for (int64_t k = 0; k < K; ++k) {
+      sum += x[r * K + k];
+      dst[k] = static_cast<uint8_t>(x[r * K + k]) ^ 0x80u;
+    }
+    for (int64_t k = K; k < kp; ++k) dst[k] = 0;
+    xsum[r] = sum;
+  }
+}
+
+// plus' = sum of (x + 128) where the sign bit is 1; plus = plus' - 128 * popcount(w); dot = 2 * plus - sum(x).
+template <int MR, int NR>
+void w1a8_tile(const uint8_t* x, int64_t xs, const uint32_t* w, int64_t KW, int32_t* plus) {
+  const __m256i shuf = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,
+                                        2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+  const __m256i bitsel = _mm256_set1_epi64x(static_cast<int64_t>(0x8040201008040201ULL));
+  const __m256i zero = _mm256_setzero_si256();
+  __m256i acc[MR][NR];
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NR; ++j) acc[i][j] = zero;
+  int32_t pc[NR] = {};
+  for (int64_t c = 0; c < KW; ++c) {
+    __m256i mask[NR];
+    for (int j = 0; j < NR; ++j) {
+      const uint32_t b = w[j * KW + c];
+      pc[j] += _mm_popcnt_u32(b);
+      // byte i <- byte i/8 of b, then keep bit i%8: 0xFF where the weight of column 32c+i is +1
+      const __m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32(static_cast<int>(b)), shuf);
+      mask[j] = _mm256_cmpeq_epi8(_mm256_and_si256(v, bitsel), bitsel);
+    }
+    for (int i = 0; i < MR; ++i) {
+      const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + i * xs + 32 * c));
+      for (int j = 0; j < NR; ++j)
+        acc[i][j] = _mm256_add_epi64(acc[i][j], _mm256_sad_epu8(_mm256_and_si256(mask[j], xv), zero));
+    }
+  }
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NR; ++j) plus[i * NR + j] = static_cast<int32_t>(hsum_epi64(acc[i][j])) - 128 * pc[j];
+}
+
+using W1A8Tile = void (*)(const uint8_t*, int64_t, const uint32_t*, int64_t, int32_t*);
+constexpr int kW1A8MR = 4, kW1A8NR = 2;
+const W1A8Tile kW1A8Tiles[kW1A8MR][kW1A8NR] = {
+    {w1a8_tile<1, 1>, w1a8_tile<1, 2>},
+    {w1a8_tile<2, 1>, w1a8_tile<2, 2>},
+    {w1a8_tile<3, 1>, w1a8_tile<3, 2>},
+    {w1a8_tile<4, 1>, w1a8_tile<4, 2>},
+};
+
+void w1a8_gemm(const uint8_t* xbuf, const int32_t* xsum, int64_t M, int64_t K, const int32_t* wbits, int64_t n0,
+               int64_t n1, const ScaleEpilogue& ep, float* out, int64_t ldo) {
+  const int64_t KW = (K + 31) / 32, xs = KW * 32;
+  const uint32_t* w = reinterpret_cast<const uint32_t*>(wbits);
+  int64_t nblk = kL2Bytes / (KW > 0 ? KW * 4 : 1) / kW1A8NR * kW1A8NR;
+  nblk = nblk < kW1A8NR ? kW1A8NR : nblk;
+  int32_t plus[kW1A8MR * kW1A8NR];
+  for (int64_t nb = n0; nb < n1; nb += nblk) {
+    const int64_t ne = min64(nb + nblk, n1);
+    for (int64_t m = 0; m < M; m += kW1A8MR) {
+      const int mr = static_cast<int>(min64(kW1A8MR, M - m));
+      for (int64_t n = nb; n < ne; n += kW1A8NR) {
+        const int nr = static_cast<int>(min64(kW1A8NR, ne - n));
+        kW1A8Tiles[mr - 1][nr - 1](xbuf + m * xs, xs, w + n * KW, KW, plus);
+        for (int i = 0; i < mr; ++i)
+          for (int j = 0; j < nr; ++j)
+            out[(m + i) * ldo + n + j] = scale_epilogue(ep, m + i, n + j, 2 * plus[i * nr + j] - xsum[m + i]);
+      }
+    }
+  }
+}
+
+// ------------------------------------------------------------------------------------------------ W1A1
+
+inline uint64_t load64(const uint32_t* p) {
+  uint64_t v;
+  memcpy(&v, p, 8);
+  return v;
+}
+
+template <int MR, int NR, bool AND>
+void w1a1_tile(const uint32_t* x, const uint32_t* w, int64_t KW, int32_t* pop) {
+  uint64_t acc[MR][NR] = {};
+  int64_t c = 0;
+  for (; c + 2 <= KW; c += 2) {
+    uint64_t wv[NR];
+    for (int j = 0; j < NR; ++j) wv[j] = load64(w + j * KW + c);
+    for (int i = 0; i < MR; ++i) {
+      const uint64_t xv = load64(x + i * KW + c);
+      for (int j = 0; j < NR; ++j) acc[i][j] += _mm_popcnt_u64(AND ? (xv & wv[j]) : (xv ^ wv[j]));
+    }
+  }
+  if (c < KW) {
+    for (int i = 0; i < MR; ++i)
+      for (int j = 0; j < NR; ++j) {
+        const uint32_t a = x[i * KW + c], b = w[j * KW + c];
+        acc[i][j] += _mm_popcnt_u32(AND ? (a & b) : (a ^ b));
+      }
+  }
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NR; ++j) pop[i * NR + j] = static_cast<int32_t>(acc[i][j]);
+}
+
+using W1A1Tile = void (*)(const uint32_t*, const uint32_t*, int64_t, int32_t*);
+constexpr int kW1A1MR = 4, kW1A1NR = 2;
+template <bool AND>
+struct W1A1Tiles {
+  static constexpr W1A1Tile t[kW1A1MR][kW1A1NR] = {
+      {w1a1_tile<1, 1, AND>, w1a1_tile<1, 2, AND>},
+      {w1a1_tile<2, 1, AND>, w1a1_tile<2, 2, AND>},
+      {w1a1_tile<3, 1, AND>, w1a1_tile<3, 2, AND>},
+      {w1a1_tile<4, 1, AND>, w1a1_tile<4, 2, AND>},
+  };
+};
+
+void w1a1_gemm(const int32_t* xbits, int64_t M, int64_t KW, int64_t K, const int32_t* wbits, int64_t n0, int64_t n1,
+               bool unsigned_act, const int32_t* xpop, const ScaleEpilogue& ep, float* out, int64_t ldo) {
+  const uint32_t* x = reinterpret_cast<const uint32_t*>(xbits);
+  const uint32_t* w = reinterpret_cast<const uint32_t*>(wbits);
+  int64_t nblk = kL2Bytes / (KW > 0 ? KW * 4 : 1) / kW1A1NR * kW1A1NR;
+  nblk = nblk < kW1A1NR ? kW1A1NR : nblk;
+  int32_t pop[kW1A1MR * kW1A1NR];
+  for (int64_t nb = n0; nb < n1; nb += nblk) {
+    const int64_t ne = min64(nb + nblk, n1);
+    for (int64_t m = 0; m < M; m += kW1A1MR) {
+      const int mr = static_cast<int>(min64(kW1A1MR, M - m));
+      for (int64_t n = nb; n < ne; n += kW1A1NR) {
+        const int nr = static_cast<int>(min64(kW1A1NR, ne - n));
+        const W1A1Tile tile = unsigned_act ? W1A1Tiles<true>::t[mr - 1][nr - 1] : W1A1Tiles<false>::t[mr - 1][nr - 1];
+        tile(x + m * KW, w + n * KW, KW, pop);
+        for (int i = 0; i < mr; ++i)
+          for (int j = 0; j < nr; ++j) {
+            const int32_t p = pop[i * nr + j];
+            const int32_t dot = unsigned_act ? 2 * p - xpop[m + i] : static_cast<int32_t>(K) - 2 * p;
+            out[(m + i) * ldo + n + j] = scale_epilogue(ep, m + i, n + j, dot);
+          }
+      }
+    }
+  }
+}
+
+const Kernels kTable = {"avx2",           quantize_affine, quantize_absmax, int8_prep_stride, int8_prep, int8_gemm,
+                        w1a8_prep_stride, w1a8_prep,       w1a8_gemm,       w1a1_gemm};
+
+}  // namespace
+
+const Kernels& avx2_kernels() { return kTable; }
+
+}  // namespace fq_cpu

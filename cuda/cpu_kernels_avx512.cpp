@@ -1,0 +1,295 @@
+// AVX-512 CPU kernels (compiled with -mavx512f -mavx512bw -mavx512vl -mavx512vnni -mavx512vpopcntdq; selected at
+// run time only on CPUs that have all of them).
+//
+// int8 GEMM: vpdpbusd (u8 x s8 -> int32, four products per lane, no saturation). Signed activations are
+// shifted to u8 (x ^ 0x80 = x + 128) and the shift is removed with the weight row sums, accumulated in the
+// same loop with a vector of ones. W1A8: the sign bits are the byte mask of a masked move; vpsadbw sums the
+// kept (shifted) activations. W1A1: vpopcntq on 512-bit xor/and. Tails use masked loads, which never fault.
+#include <immintrin.h>
+#include <string.h>
+
+#include "cpu_kernels.h"
+
+namespace fq_cpu {
+namespace {
+
+constexpr int64_t kL2Bytes = 512 * 1024;
+
+// ------------------------------------------------------------------------------------------------ quantizers
+
+bool quantize_affine(const float* x, int64_t K, int64_t r0, int64_t r1, const float* xmin, const float* scale,
+                     int64_t rs, float levels, uint8_t* out) {
+  __mmask16 nan_seen = 0;
+  const __m512 zero = _mm512_setzero_ps(), top = _mm512_set1_ps(levels);
+  for (int64_t r = r0; r < r1; ++r) {
+    const __m512 vlo = _mm512_set1_ps(xmin[r * rs]), vs = _mm512_set1_ps(scale[r * rs]);
+    const float* xr = x + r * K;
+    uint8_t* o = out + r * K;
+    for (int64_t k = 0; k < K; k += 16) {
+      const __mmask16 km = K - k >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (K - k)) - 1);
+      __m512 v = _mm512_div_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(km, xr + k), vlo), vs);
+      nan_seen |= _mm512_mask_cmp_ps_mask(km, v, v, _CMP_UNORD_Q);
+      v = _mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+      const __m512i q = _mm512_cvtps_epi32(_mm512_min_ps(_mm512_max_ps(v, zero), top));
+      _mm512_mask_cvtusepi32_storeu_epi8(o + k, km, q);
+    }
+  }
+  return nan_seen != 0;
+}
+
+bool quantize_absmax(const float* x, int64_t K, int64_t r0, int64_t r1, int8_t* out, float* gamma) {
+  const __m512 fmax = _mm512_set1_ps(3.402823466e38f), q = _mm512_set1_ps(127.f), lo = _mm512_set1_ps(-127.f);
+  __mmask16 bad_seen = 0;
+  for (int64_t r = r0; r < r1; ++r) {
+    const float* xr = x + r * K;
+    int8_t* o = out + r * K;
+    __m512 vmax = _mm512_setzero_ps();
+    for (int64_t k = 0; k < K; k += 16) {
+      const __mmask16 km = K - k >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (K - k)) - 1);
+      const __m512 a = _mm512_abs_ps(_mm512_maskz_loadu_ps(km, xr + k));
+      bad_seen |= _mm512_mask_cmp_ps_mask(km, a, fmax, _CMP_NLE_UQ);  // NaN or Inf
+      vmax = _mm512_max_ps(vmax, a);
+    }
+    const float g = _mm512_reduce_max_ps(vmax);
+    gamma[r] = g;
+    if (!(g > 0.f)) {
+      memset(o, 0, K);
+      continue;
+    }
+    const __m512 vg = _mm512_set1_ps(g);
+    for (int64_t k = 0; k < K; k += 16) {
+      const __mmask16 km = K - k >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (K - k)) - 1);
+      __m512 v = _mm512_div_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(km, xr + k), q), vg);
+      v = _mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+      _mm512_mask_cvtsepi32_storeu_epi8(o + k, km, _mm512_cvtps_epi32(_mm512_min_ps(_mm512_max_ps(v, lo), q)));
+    }
+  }
+  return bad_seen != 0;
+}
+
+// ------------------------------------------------------------------------------------------------ int8 GEMM
+
+// Activations as u8 rows of round_up(K, 64) bytes, zero padded; signed codes are stored as x ^ 0x80.
+int64_t int8_prep_stride(int64_t K) { return round_up(K, 64); }
+
+void int8_prep(const void* x, bool x_signed, int64_t K, int64_t r0, int64_t r1, uint8_t* buf, int32_t* rx) {
+  const int64_t kp = round_up(K, 64);
+  for (int64_t r = r0; r < r1; ++r) {
+    uint8_t* dst = buf + r * kp;
+    int32_t sum = 0;
+    if (x_signed) {
+      const int8_t* src = static_cast<const int8_t*>(x) + r * K;
+      for (int64_t k = 0; k < K; ++k) {
+        sum += src[k];
+        dst[k] = static_cast<uint8_t>(src[k]) ^ 0x80u;
+      }
+    } else {
+      const uint8_t* src = static_cast<const uint8_t*>(x) + r * K;
+      for (int64_t k = 0; k < K; ++k) sum += dst[k] = src[k];
+    }
+    for (int64_t k = K; k < kp; ++k) dst[k] = 0;
+    rx[r] = sum;
+  }
+}
+
+template <int MR, int NR, bool SIGNED>
+void int8_tile(const uint8_t* x, int64_t xs, const int8_t* w, int64_t K, int32_t* res) {
+  __m512i acc[MR][NR], wsum[NR];
+  const __m512i ones = _mm512_set1_epi8(1);
+  for (int j = 0; j < NR; ++j) {
+    wsum[j] = _mm512_setzero_si512();
+    for (int i = 0; i < MR; ++i) acc[i][j] = _mm512_setzero_si512();
+  }
+  for (int64_t k = 0; k < K; k += 64) {
+    const __mmask64 km = K - k >= 64 ? ~__mmask64(0) : __mmask64((uint64_t(1) << (K - k)) - 1);
+    __m512i xv[MR];
+    for (int i = 0; i < MR; ++i) xv[i] = _mm512_loadu_si512(x + i * xs + k);  // padded rows: always in bounds
+    for (int j = 0; j < NR; ++j) {
+      const __m512i wv = _mm512_maskz_loadu_epi8(km, w + j * K + k);
+      for (int i = 0; i < MR; ++i) acc[i][j] = _mm512_dpbusd_epi32(acc[i][j], xv[i], wv);
+      if (SIGNED) wsum[j] = _mm512_dpbusd_epi32(wsum[j], ones, wv);
+    }
+  }
+  for (int j = 0; j < NR; ++j) {
+    const int32_t shift = SIGNED ? 128 * _mm512_reduce_add_epi32(wsum[j]) : 0;
+    for (int i = 0; i < MR; ++i) res[i * NR + j] = _mm512_reduce_add_epi32(acc[i][j]) - shift;
+  }
+}
+
+using Int8Tile = void (*)(const uint8_t*, int64_t, const int8_t*, int64_t, int32_t*);
+constexpr int kInt8MR = 4, kInt8NR = 4;
+template <bool SIGNED>
+struct Int8Tiles {
+  static constexpr Int8Tile t[kInt8MR][kInt8NR] = {
+      {int8_tile<1, 1, SIGNED>, int8_tile<1, 2, SIGNED>, int8_tile<1, 3, SIGNED>, int8_tile<1, 4, SIGNED>},
+      {int8_tile<2, 1, SIGNED>, int8_tile<2, 2, SIGNED>, int8_tile<2, 3, SIGNED>, int8_tile<2, 4, SIGNED>},
+      {int8_tile<3, 1, SIGNED>, int8_tile<3, 2, SIGNED>, int8_tile<3, 3, SIGNED>, int8_tile<3, 4, SIGNED>},
+      {int8_tile<4, 1, SIGNED>, int8_tile<4, 2, SIGNED>, int8_tile<4, 3, SIGNED>, int8_tile<4, 4, SIGNED>},
+  };
+};
+
+void int8_gemm(const uint8_t* xbuf, bool x_signed, int64_t M, int64_t K, const int8_t* w, int64_t n0, int64_t n1,
+               const Int8Epilogue& ep, float* out, int64_t ldo) {
+  const int64_t xs = round_up(K, 64);
+  int64_t nblk = kL2Bytes / (K > 0 ? K : 1) / kInt8NR * kInt8NR;
+  nblk = nblk < kInt8NR ? kInt8NR : nblk;
+  int32_t res[kInt8MR * kInt8NR];
+  for (int64_t nb = n0; nb < n1; nb += nblk) {
+    const int64_t ne = min64(nb + nblk, n1);
+    for (int64_t m = 0; m < M; m += kInt8MR) {
+      const int mr = static_cast<int>(min64(kInt8MR, M - m));
+      for (int64_t n = nb; n < ne; n += kInt8NR) {
+        const int nr = static_cast<int>(min64(kInt8NR, ne - n));
+        const Int8Tile tile = x_signed ? Int8Tiles<true>::t[mr - 1][nr - 1] : Int8Tiles<false>::t[mr - 1][nr - 1];
+        tile(xbuf + m * xs, xs, w + n * K, K, res);
+        for (int i = 0; i < mr; ++i)
+          for (int j = 0; j < nr; ++j) out[(m + i) * ldo + n + j] = int8_epilogue(ep, m + i, n + j, res[i * nr + j]);
+      }
+    }
+  }
+}
+
+// ------------------------------------------------------------------------------------------------ W1A8
+
+// Activations as u8 = x + 128, rows of 64 * ceil(K/64) bytes (whole 64-bit mask chunks), zero padded.
+int64_t w1a8_prep_stride(int64_t K) { return round_up(K, 64); }
+
+void w1a8_prep(const int8_t* x, int64_t K, int64_t r0, int64_t r1, uint8_t* buf, int32_t* xsum) {
+  const int64_t kp = round_up(K, 64);
+  for (int64_t r = r0; r < r1; ++r) {
+    uint8_t* dst = buf + r * kp;
+    int32_t sum = 0;
+    for (int64_t k = 0; k < K; ++k) {
+      sum += x[r * K + k];
+      dst[k] = static_cast<uint8_t>(x[r * K + k]) ^ 0x80u;
+    }
+    for (int64_t k = K; k < kp; ++k) dst[k] = 0;
+    xsum[r] = sum;
+  }
+}
+
+template <int MR, int NR>
+void w1a8_tile(const uint8_t* x, int64_t xs, const uint32_t* w, int64_t KW, int32_t* plus) {
+  const __m512i zero = _mm512_setzero_si512();
+  __m512i acc[MR][NR];
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NR; ++j) acc[i][j] = zero;
+  int64_t pc[NR] = {};
+  for (int64_t c = 0; c < KW; c += 2) {  // two 32-bit words = one 64-byte mask
+    __mmask64 mask[NR];
+    for (int j = 0; j < NR; ++j) {
+      const uint64_t lo = w[j * KW + c], hi = c + 1 < KW ? w[j * KW + c + 1] : 0u;
+      const uint64_t b = lo | (hi << 32);
+      pc[j] += _mm_popcnt_u64(b);
+      mask[j] = _cvtu64_mask64(b);
+    }
+    for (int i = 0; i < MR; ++i) {
+      const __m512i xv = _mm512_loadu_si512(x + i * xs + 32 * c);
+      for (int j = 0; j < NR; ++j)
+        acc[i][j] = _mm512_add_epi64(acc[i][j], _mm512_sad_epu8(_mm512_maskz_mov_epi8(mask[j], xv), zero));
+    }
+  }
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NR; ++j)
+      plus[i * NR + j] = static_cast<int32_t>(_mm512_reduce_add_epi64(acc[i][j]) - 128 * pc[j]);
+}
+
+using W1A8Tile = void (*)(const uint8_t*, int64_t, const uint32_t*, int64_t, int32_t*);
+constexpr int kW1A8MR = 4, kW1A8NR = 4;
+const W1A8Tile kW1A8Tiles[kW1A8MR][kW1A8NR] = {
+    {w1a8_tile<1, 1>, w1a8_tile<1, 2>, w1a8_tile<1, 3>, w1a8_tile<1, 4>},
+    {w1a8_tile<2, 1>, w1a8_tile<2, 2>, w1a8_tile<2, 3>, w1a8_tile<2, 4>},
+    {w1a8_tile<3, 1>, w1a8_tile<3, 2>, w1a8_tile<3, 3>, w1a8_tile<3, 4>},
+    {w1a8_tile<4, 1>, w1a8_tile<4, 2>, w1a8_tile<4, 3>, w1a8_tile<4, 4>},
+};
+
+void w1a8_gemm(const uint8_t* xbuf, const int32_t* xsum, int64_t M, int64_t K, const int32_t* wbits, int64_t n0,
+               int64_t n1, const ScaleEpilogue& ep, float* out, int64_t ldo) {
+  const int64_t KW = (K + 31) / 32, xs = round_up(K, 64);
+  const uint32_t* w = reinterpret_cast<const uint32_t*>(wbits);
+  int64_t nblk = kL2Bytes / (KW > 0 ? KW * 4 : 1) / kW1A8NR * kW1A8NR;
+  nblk = nblk < kW1A8NR ? kW1A8NR : nblk;
+  int32_t plus[kW1A8MR * kW1A8NR];
+  for (int64_t nb = n0; nb < n1; nb += nblk) {
+    const int64_t ne = min64(nb + nblk, n1);
+    for (int64_t m = 0; m < M; m += kW1A8MR) {
+      const int mr = static_cast<int>(min64(kW1A8MR, M - m));
+      for (int64_t n = nb; n < ne; n += kW1A8NR) {
+        const int nr = static_cast<int>(min64(kW1A8NR, ne - n));
+        kW1A8Tiles[mr - 1][nr - 1](xbuf + m * xs, xs, w + n * KW, KW, plus);
+        for (int i = 0; i < mr; ++i)
+          for (int j = 0; j < nr; ++j)
+            out[(m + i) * ldo + n + j] = scale_epilogue(ep, m + i, n + j, 2 * plus[i * nr + j] - xsum[m + i]);
+      }
+    }
+  }
+}
+
+// ------------------------------------------------------------------------------------------------ W1A1
+
+template <int MR, int NR, bool AND>
+void w1a1_tile(const uint32_t* x, const uint32_t* w, int64_t KW, int32_t* pop) {
+  __m512i acc[MR][NR];
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NR; ++j) acc[i][j] = _mm512_setzero_si512();
+  for (int64_t c = 0; c < KW; c += 16) {
+    const __mmask16 km = KW - c >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (KW - c)) - 1);
+    __m512i xv[MR];
+    for (int i = 0; i < MR; ++i) xv[i] = _mm512_maskz_loadu_epi32(km, x + i * KW + c);
+    for (int j = 0; j < NR; ++j) {
+      const __m512i wv = _mm512_maskz_loadu_epi32(km, w + j * KW + c);
+      for (int i = 0; i < MR; ++i)
+        acc[i][j] = _mm512_add_epi64(
+            acc[i][j], _mm512_popcnt_epi64(AND ? _mm512_and_si512(xv[i], wv) : _mm512_xor_si512(xv[i], wv)));
+    }
+  }
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NR; ++j) pop[i * NR + j] = static_cast<int32_t>(_mm512_reduce_add_epi64(acc[i][j]));
+}
+
+using W1A1Tile = void (*)(const uint32_t*, const uint32_t*, int64_t, int32_t*);
+constexpr int kW1A1MR = 4, kW1A1NR = 4;
+template <bool AND>
+struct W1A1Tiles {
+  static constexpr W1A1Tile t[kW1A1MR][kW1A1NR] = {
+      {w1a1_tile<1, 1, AND>, w1a1_tile<1, 2, AND>, w1a1_tile<1, 3, AND>, w1a1_tile<1, 4, AND>},
+      {w1a1_tile<2, 1, AND>, w1a1_tile<2, 2, AND>, w1a1_tile<2, 3, AND>, w1a1_tile<2, 4, AND>},
+      {w1a1_tile<3, 1, AND>, w1a1_tile<3, 2, AND>, w1a1_tile<3, 3, AND>, w1a1_tile<3, 4, AND>},
+      {w1a1_tile<4, 1, AND>, w1a1_tile<4, 2, AND>, w1a1_tile<4, 3, AND>, w1a1_tile<4, 4, AND>},
+  };
+};
+
+void w1a1_gemm(const int32_t* xbits, int64_t M, int64_t KW, int64_t K, const int32_t* wbits, int64_t n0, int64_t n1,
+               bool unsigned_act, const int32_t* xpop, const ScaleEpilogue& ep, float* out, int64_t ldo) {
+  const uint32_t* x = reinterpret_cast<const uint32_t*>(xbits);
+  const uint32_t* w = reinterpret_cast<const uint32_t*>(wbits);
+  int64_t nblk = kL2Bytes / (KW > 0 ? KW * 4 : 1) / kW1A1NR * kW1A1NR;
+  nblk = nblk < kW1A1NR ? kW1A1NR : nblk;
+  int32_t pop[kW1A1MR * kW1A1NR];
+  for (int64_t nb = n0; nb < n1; nb += nblk) {
+    const int64_t ne = min64(nb + nblk, n1);
+    for (int64_t m = 0; m < M; m += kW1A1MR) {
+      const int mr = static_cast<int>(min64(kW1A1MR, M - m));
+      for (int64_t n = nb; n < ne; n += kW1A1NR) {
+        const int nr = static_cast<int>(min64(kW1A1NR, ne - n));
+        const W1A1Tile tile = unsigned_act ? W1A1Tiles<true>::t[mr - 1][nr - 1] : W1A1Tiles<false>::t[mr - 1][nr - 1];
+        tile(x + m * KW, w + n * KW, KW, pop);
+        for (int i = 0; i < mr; ++i)
+          for (int j = 0; j < nr; ++j) {
+            const int32_t p = pop[i * nr + j];
+            const int32_t dot = unsigned_act ? 2 * p - xpop[m + i] : static_cast<int32_t>(K) - 2 * p;
+            out[(m + i) * ldo + n + j] = scale_epilogue(ep, m + i, n + j, dot);
+          }
+      }
+    }
+  }
+}
+
+const Kernels kTable = {"avx512-vnni",    quantize_affine, quantize_absmax, int8_prep_stride, int8_prep, int8_gemm,
+                        w1a8_prep_stride, w1a8_prep,       w1a8_gemm,       w1a1_gemm};
+
+}  // namespace
+
+const Kernels& avx512_kernels() { return kTable; }
+
+}  // namespace fq_cpu

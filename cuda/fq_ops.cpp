@@ -1,0 +1,398 @@
+// fq_plugin._C: registration of the fq_plugin:: ops (TORCH_LIBRARY), their CPU implementations (argument
+// checks, threading with at::parallel_for, run-time choice of the CPU kernels) and a few pybind helpers.
+// The kernels themselves are in cpu_kernels_*.cpp (raw pointers, one file per instruction set) and fq_ops_cuda.cu.
+#include <torch/extension.h>
+
+#include <ATen/Parallel.h>
+
+#include <atomic>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "cpu_kernels.h"
+
+namespace {
+
+using fq_cpu::Kernels;
+
+constexpr int64_t kMaxK = 65536;  // 255 * 128 * K < 2^31: int32 accumulators stay exact
+constexpr int64_t kMinParallelWork = 1 << 17;  // multiply-adds below which threading costs more than it saves
+
+// ------------------------------------------------------------------------------------------------ CPU paths
+
+struct CpuPath {
+  const char* name;
+  const Kernels* (*get)();
+  bool (*supported)();
+};
+
+const Kernels* get_portable() { return &fq_cpu::portable_kernels(); }
+bool always() { return true; }
+#if defined(FQ_HAVE_X86_KERNELS)
+const Kernels* get_avx2() { return &fq_cpu::avx2_kernels(); }
+const Kernels* get_avx512() { return &fq_cpu::avx512_kernels(); }
+bool has_avx2() {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("popcnt");
+}
+bool has_avx512() {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni") &&
+         __builtin_cpu_supports("avx512vpopcntdq");
+}
+#endif
+
+// From the most portable to the fastest.
+const std::vector<CpuPath>& all_paths() {
+  static const std::vector<CpuPath> paths = {
+      {"portable", get_portable, always},
+#if defined(FQ_HAVE_X86_KERNELS)
+      {"avx2", get_avx2, has_avx2},
+      {"avx512-vnni", get_avx512, has_avx512},
+#endif
+  };
+  return paths;
+}
+
+std::vector<std::string> supported_cpu_isas() {
+  std::vector<std::string> names;
+  for (const auto& p : all_paths())
+    if (p.supported()) names.push_back(p.name);
+  return names;
+}
+
+const Kernels* best_kernels() {
+  const Kernels* best = nullptr;
+  for (const auto& p : all_paths())
+    if (p.supported()) best = p.get();
+  return best;
+}
+
+std::atomic<const Kernels*> g_kernels{best_kernels()};
+
+const Kernels& kernels() { return *g_kernels.load(std::memory_order_relaxed); }
+
+std::string set_cpu_isa(std::string name) {
+  if (name == "auto") {
+    g_kernels.store(best_kernels());
+    return kernels().name;
+  }
+  if (name == "avx512") name = "avx512-vnni";
+  std::string known = "auto";
+  for (const auto& p : all_paths()) {
+    known += std::string(", ") + p.name;
+    if (name == p.name) {
+      if (!p.supported())
+        throw pybind11::value_error("this CPU cannot run the " + name + " path (it has: " +
+                                    [] { std::string s; for (auto& n : supported_cpu_isas()) s += n + " "; return s; }() + ")");
+      g_kernels.store(p.get());
+      return kernels().name;
+    }
+  }
+  throw pybind11::value_error("unknown CPU path '" + name + "' (choose from " + known + ")");
+}
+
+// Test hook: fill new outputs and scratch buffers with a byte pattern so that unwritten elements show.
+std::atomic<int> g_poison{-1};
+
+at::Tensor new_buffer(at::IntArrayRef sizes, at::ScalarType dtype) {
+  at::Tensor t = at::empty(sizes, at::TensorOptions().dtype(dtype));
+  const int poison = g_poison.load();
+  if (poison >= 0 && t.numel() > 0) std::memset(t.data_ptr(), poison, t.nbytes());
+  return t;
+}
+
+int64_t grain_for(int64_t work_per_item) {
+  return std::max<int64_t>(1, kMinParallelWork / std::max<int64_t>(1, work_per_item));
+}
+
+// ------------------------------------------------------------------------------------------------ checks
+
+void check_tensor(const at::Tensor& t, const char* name, at::ScalarType dtype, int64_t dim) {
+  TORCH_CHECK_TYPE(t.scalar_type() == dtype, name, " must be ", dtype, ", got ", t.scalar_type());
+  TORCH_CHECK_VALUE(t.dim() == dim, name, " must be ", dim, "-D, got shape ", t.sizes());
+  TORCH_CHECK_VALUE(t.device().is_cpu(), name, " must be on the CPU like the other arguments, got ", t.device());
+}
+
+void check_vector(const at::Tensor& t, const char* name, at::ScalarType dtype, int64_t n, bool broadcast_ok) {
+  check_tensor(t, name, dtype, 1);
+  TORCH_CHECK_VALUE(t.size(0) == n || (broadcast_ok && t.size(0) == 1), name, " must have shape [", n, "]",
+                    broadcast_ok ? " or [1]" : "", ", got ", t.sizes());
+}
+
+void check_bias(const c10::optional<at::Tensor>& bias, int64_t n) {
+  if (bias.has_value()) check_vector(*bias, "bias", at::kFloat, n, false);
+}
+
+void check_padding(const at::Tensor& bits, int64_t K, const char* name) {
+  const int64_t rem = K % 32, kw = bits.size(1);
+  if (rem == 0 || kw == 0) return;
+  const int32_t* p = bits.data_ptr<int32_t>();
+  const uint32_t extra = ~((uint32_t(1) << rem) - 1);
+  for (int64_t r = 0; r < bits.size(0); ++r)
+    TORCH_CHECK_VALUE((static_cast<uint32_t>(p[r * kw + kw - 1]) & extra) == 0, name, ": padding bits past K=", K,
+                      " must be 0 (use pack_signs)");
+}
+
+// ------------------------------------------------------------------------------------------------ quantizers
+
+at::Tensor quantize_affine_u8_cpu(const at::Tensor& x_in, const at::Tensor& x_min, const at::Tensor& x_max,
+                                  int64_t bits) {
+  check_tensor(x_in, "x", at::kFloat, 2);
+  const int64_t M = x_in.size(0), K = x_in.size(1);
+  check_vector(x_min, "x_min", at::kFloat, M, true);
+  check_vector(x_max, "x_max", at::kFloat, M, true);
+  TORCH_CHECK_VALUE(bits >= 2 && bits <= 8, "quantization bit width must be an integer in [2, 8], got ", bits);
+  TORCH_CHECK_VALUE(!at::isnan(x_min).any().item<bool>(), "x_min contains NaN; quantization of NaN is undefined");
+  TORCH_CHECK_VALUE(!at::isnan(x_max).any().item<bool>(), "x_max contains NaN; quantization of NaN is undefined");
+  const int64_t levels = (int64_t(1) << bits) - 1;
+  // The step size with the very ATen ops of fq_plugin.quant.affine_scale: bit-identical by construction.
+  const at::Tensor lo = x_min.contiguous();
+  const at::Tensor span = x_max - lo;
+  const at::Tensor scale = at::where(span > 0, span / levels, at::ones_like(span)).contiguous();
+  const at::Tensor x = x_in.contiguous();
+  at::Tensor out = new_buffer({M, K}, at::kByte);
+  std::atomic<bool> nan{false};
+  const Kernels& kr = kernels();
+  const int64_t stride = lo.size(0) == 1 ? 0 : 1;
+  at::parallel_for(0, M, grain_for(K), [&](int64_t r0, int64_t r1) {
+    if (kr.quantize_affine(x.data_ptr<float>(), K, r0, r1, lo.data_ptr<float>(), scale.data_ptr<float>(), stride,
+                           static_cast<float>(levels), out.data_ptr<uint8_t>()))
+      nan = true;
+  });
+  TORCH_CHECK_VALUE(!nan.load(), "x contains NaN; quantization of NaN is undefined");
+  return out;
+}
+
+std::tuple<at::Tensor, at::Tensor> quantize_absmax_i8_cpu(const at::Tensor& x_in) {
+  check_tensor(x_in, "x", at::kFloat, 2);
+  const int64_t M = x_in.size(0), K = x_in.size(1);
+  const at::Tensor x = x_in.contiguous();
+  at::Tensor codes = new_buffer({M, K}, at::kChar);
+  at::Tensor gamma = new_buffer({M}, at::kFloat);
+  std::atomic<bool> bad{false};
+  const Kernels& kr = kernels();
+  at::parallel_for(0, M, grain_for(K), [&](int64_t r0, int64_t r1) {
+    if (kr.quantize_absmax(x.data_ptr<float>(), K, r0, r1, codes.data_ptr<int8_t>(), gamma.data_ptr<float>()))
+      bad = true;
+  });
+  TORCH_CHECK_VALUE(!bad.load(), "x must be finite for absmax quantization (NaN or Inf found)");
+  return {codes, gamma / 127};  // the same ATen division as the reference
+}
+
+// ------------------------------------------------------------------------------------------------ int8 GEMM
+
+const float kZero = 0.f;
+
+at::Tensor int8_linear_impl(const at::Tensor& x_q_in, bool x_signed, const at::Tensor& x_scale_in,
+                            const at::Tensor* x_zero_in, const at::Tensor& w_q_in, const at::Tensor& w_scale_in,
+                            const at::Tensor& w_zero_in, const at::Tensor& w_sum_in,
+                            const c10::optional<at::Tensor>& bias_in) {
+  check_tensor(x_q_in, "x_q", x_signed ? at::kChar : at::kByte, 2);
+  const int64_t M = x_q_in.size(0), K = x_q_in.size(1);
+  TORCH_CHECK_VALUE(K <= kMaxK, "K=", K, " exceeds ", kMaxK, ": int32 accumulation of 8-bit products could overflow");
+  check_vector(x_scale_in, "x_scale", at::kFloat, M, true);
+  if (x_zero_in) check_vector(*x_zero_in, "x_zero", at::kFloat, M, true);
+  check_tensor(w_q_in, "w_q", at::kChar, 2);
+  TORCH_CHECK_VALUE(w_q_in.size(1) == K, "w_q must have ", K, " columns to match the activations, got shape ",
+                    w_q_in.sizes());
+  const int64_t N = w_q_in.size(0);
+  check_vector(w_scale_in, "w_scale", at::kFloat, N, false);
+  check_vector(w_zero_in, "w_zero", at::kFloat, N, false);
+  check_vector(w_sum_in, "w_sum", at::kInt, N, false);
+  check_bias(bias_in, N);
+
+  const at::Tensor x_q = x_q_in.contiguous(), w_q = w_q_in.contiguous(), x_scale = x_scale_in.contiguous();
+  const at::Tensor x_zero = x_zero_in ? x_zero_in->contiguous() : at::Tensor();
+  const at::Tensor w_scale = w_scale_in.contiguous(), w_zero = w_zero_in.contiguous(), w_sum = w_sum_in.contiguous();
+  const at::Tensor bias = bias_in.has_value() ? bias_in->contiguous() : at::Tensor();
+  at::Tensor out = new_buffer({M, N}, at::kFloat);
+  if (M == 0 || N == 0) return out;
+
+  const Kernels& kr = kernels();
+  const int64_t stride = kr.int8_prep_stride(K);
+  at::Tensor xbuf = new_buffer({M * stride}, at::kByte);
+  at::Tensor rx = new_buffer({M}, at::kInt);
+  at::parallel_for(0, M, grain_for(K * 8), [&](int64_t r0, int64_t r1) {
+    kr.int8_prep(x_q.data_ptr(), x_signed, K, r0, r1, xbuf.data_ptr<uint8_t>(), rx.data_ptr<int32_t>());
+  });
+  fq_cpu::Int8Epilogue ep{x_scale.data_ptr<float>(), x_scale.size(0) == 1 ? 0 : 1,
+                          x_zero.defined() ? x_zero.data_ptr<float>() : &kZero,
+                          x_zero.defined() && x_zero.size(0) != 1 ? 1 : 0,
+                          rx.data_ptr<int32_t>(), w_scale.data_ptr<float>(), w_zero.data_ptr<float>(),
+                          w_sum.data_ptr<int32_t>(), bias.defined() ? bias.data_ptr<float>() : nullptr,
+                          static_cast<float>(K)};
+  constexpr int64_t kBlock = 12;  // a multiple of every path's register tile width
+  const int64_t blocks = (N + kBlock - 1) / kBlock;
+  at::parallel_for(0, blocks, grain_for(M * kBlock * K), [&](int64_t b0, int64_t b1) {
+    kr.int8_gemm(xbuf.data_ptr<uint8_t>(), x_signed, M, K, w_q.data_ptr<int8_t>(), b0 * kBlock,
+                 std::min(N, b1 * kBlock), ep, out.data_ptr<float>(), N);
+  });
+  return out;
+}
+
+at::Tensor int8_linear_cpu(const at::Tensor& x_q, const at::Tensor& x_scale, const at::Tensor& x_zero,
+                           const at::Tensor& w_q, const at::Tensor& w_scale, const at::Tensor& w_zero,
+                           const at::Tensor& w_sum, const c10::optional<at::Tensor>& bias) {
+  return int8_linear_impl(x_q, false, x_scale, &x_zero, w_q, w_scale, w_zero, w_sum, bias);
+}
+
+at::Tensor int8_linear_symmetric_cpu(const at::Tensor& x_q, const at::Tensor& x_scale, const at::Tensor& w_q,
+                                     const at::Tensor& w_scale, const at::Tensor& w_zero, const at::Tensor& w_sum,
+                                     const c10::optional<at::Tensor>& bias) {
+  return int8_linear_impl(x_q, true, x_scale, nullptr, w_q, w_scale, w_zero, w_sum, bias);
+}
+
+// ------------------------------------------------------------------------------------------------ binary
+
+at::Tensor pack_signs_cpu(const at::Tensor& x_in) {
+  TORCH_CHECK_TYPE(x_in.scalar_type() == at::kFloat || x_in.scalar_type() == at::kBool,
+                   "pack_signs expects a float or bool tensor, got ", x_in.scalar_type());
+  TORCH_CHECK_VALUE(x_in.dim() == 2, "x must be 2-D, got shape ", x_in.sizes());
+  const at::Tensor x = x_in.contiguous();
+  const int64_t M = x.size(0), K = x.size(1), KW = (K + 31) / 32;
+  at::Tensor out = new_buffer({M, KW}, at::kInt);
+  const bool is_bool = x.scalar_type() == at::kBool;
+  at::parallel_for(0, M, grain_for(K), [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      uint32_t* o = reinterpret_cast<uint32_t*>(out.data_ptr<int32_t>()) + r * KW;
+      for (int64_t w = 0; w < KW; ++w) {
+        uint32_t word = 0;
+        const int64_t end = std::min<int64_t>(32, K - 32 * w);
+        if (is_bool) {
+          const bool* src = x.data_ptr<bool>() + r * K + 32 * w;
+          for (int64_t j = 0; j < end; ++j) word |= uint32_t(src[j]) << j;
+        } else {
+          const float* src = x.data_ptr<float>() + r * K + 32 * w;
+          for (int64_t j = 0; j < end; ++j) word |= uint32_t(src[j] > 0.f) << j;
+        }
+        o[w] = word;
+      }
+    }
+  });
+  return out;
+}
+
+at::Tensor binary_linear_w1a8_cpu(const at::Tensor& x_q_in, const at::Tensor& x_scale_in, const at::Tensor& w_bits_in,
+                                  const at::Tensor& w_scale_in, const c10::optional<at::Tensor>& bias_in, int64_t K) {
+  check_tensor(x_q_in, "x_q", at::kChar, 2);
+  const int64_t M = x_q_in.size(0), KW = (K + 31) / 32;
+  TORCH_CHECK_VALUE(x_q_in.size(1) == K, "K=", K, " does not match x_q with ", x_q_in.size(1), " columns");
+  TORCH_CHECK_VALUE(K <= kMaxK, "K=", K, " exceeds ", kMaxK, ": int32 accumulation of 8-bit products could overflow");
+  check_vector(x_scale_in, "x_scale", at::kFloat, M, true);
+  check_tensor(w_bits_in, "w_bits", at::kInt, 2);
+  TORCH_CHECK_VALUE(w_bits_in.size(1) == KW, "w_bits must have ", KW, " columns to match the activations, got shape ",
+                    w_bits_in.sizes());
+  const int64_t N = w_bits_in.size(0);
+  check_vector(w_scale_in, "w_scale", at::kFloat, N, false);
+  check_bias(bias_in, N);
+  const at::Tensor x_q = x_q_in.contiguous(), x_scale = x_scale_in.contiguous(), w_bits = w_bits_in.contiguous();
+  const at::Tensor w_scale = w_scale_in.contiguous();
+  const at::Tensor bias = bias_in.has_value() ? bias_in->contiguous() : at::Tensor();
+  check_padding(w_bits, K, "w_bits");
+  at::Tensor out = new_buffer({M, N}, at::kFloat);
+  if (M == 0 || N == 0) return out;
+
+  const Kernels& kr = kernels();
+  const int64_t stride = kr.w1a8_prep_stride(K);
+  at::Tensor xbuf = new_buffer({M * stride}, at::kByte);
+  at::Tensor xsum = new_buffer({M}, at::kInt);
+  at::parallel_for(0, M, grain_for(K * 8), [&](int64_t r0, int64_t r1) {
+    kr.w1a8_prep(x_q.data_ptr<int8_t>(), K, r0, r1, xbuf.data_ptr<uint8_t>(), xsum.data_ptr<int32_t>());
+  });
+  fq_cpu::ScaleEpilogue ep{x_scale.data_ptr<float>(), x_scale.size(0) == 1 ? 0 : 1, w_scale.data_ptr<float>(),
+                           bias.defined() ? bias.data_ptr<float>() : nullptr};
+  constexpr int64_t kBlock = 12;
+  const int64_t blocks = (N + kBlock - 1) / kBlock;
+  at::parallel_for(0, blocks, grain_for(M * kBlock * K), [&](int64_t b0, int64_t b1) {
+    kr.w1a8_gemm(xbuf.data_ptr<uint8_t>(), xsum.data_ptr<int32_t>(), M, K, w_bits.data_ptr<int32_t>(), b0 * kBlock,
+                 std::min(N, b1 * kBlock), ep, out.data_ptr<float>(), N);
+  });
+  return out;
+}
+
+at::Tensor binary_linear_w1a1_cpu(const at::Tensor& x_bits_in, const at::Tensor& x_scale_in,
+                                  const at::Tensor& w_bits_in, const at::Tensor& w_scale_in,
+                                  const c10::optional<at::Tensor>& bias_in, int64_t K, bool unsigned_act) {
+  check_tensor(x_bits_in, "x_bits", at::kInt, 2);
+  const int64_t M = x_bits_in.size(0), KW = (K + 31) / 32;
+  TORCH_CHECK_VALUE(K >= 0 && x_bits_in.size(1) == KW, "x_bits must have ceil(K/32) = ", KW,
+                    " words per row for K=", K, ", got shape ", x_bits_in.sizes());
+  check_vector(x_scale_in, "x_scale", at::kFloat, M, true);
+  check_tensor(w_bits_in, "w_bits", at::kInt, 2);
+  TORCH_CHECK_VALUE(w_bits_in.size(1) == KW, "w_bits must have ", KW, " columns to match the activations, got shape ",
+                    w_bits_in.sizes());
+  const int64_t N = w_bits_in.size(0);
+  check_vector(w_scale_in, "w_scale", at::kFloat, N, false);
+  check_bias(bias_in, N);
+  const at::Tensor x_bits = x_bits_in.contiguous(), x_scale = x_scale_in.contiguous(), w_bits = w_bits_in.contiguous();
+  const at::Tensor w_scale = w_scale_in.contiguous();
+  const at::Tensor bias = bias_in.has_value() ? bias_in->contiguous() : at::Tensor();
+  check_padding(x_bits, K, "x_bits");
+  check_padding(w_bits, K, "w_bits");
+  at::Tensor out = new_buffer({M, N}, at::kFloat);
+  if (M == 0 || N == 0) return out;
+
+  at::Tensor xpop = new_buffer({M}, at::kInt);
+  const uint32_t* xb = reinterpret_cast<const uint32_t*>(x_bits.data_ptr<int32_t>());
+  for (int64_t m = 0; m < M; ++m) {
+    int32_t p = 0;
+    for (int64_t w = 0; w < KW; ++w) p += __builtin_popcount(xb[m * KW + w]);
+    xpop.data_ptr<int32_t>()[m] = p;
+  }
+  fq_cpu::ScaleEpilogue ep{x_scale.data_ptr<float>(), x_scale.size(0) == 1 ? 0 : 1, w_scale.data_ptr<float>(),
+                           bias.defined() ? bias.data_ptr<float>() : nullptr};
+  const Kernels& kr = kernels();
+  constexpr int64_t kBlock = 12;
+  const int64_t blocks = (N + kBlock - 1) / kBlock;
+  at::parallel_for(0, blocks, grain_for(M * kBlock * KW), [&](int64_t b0, int64_t b1) {
+    kr.w1a1_gemm(x_bits.data_ptr<int32_t>(), M, KW, K, w_bits.data_ptr<int32_t>(), b0 * kBlock,
+                 std::min(N, b1 * kBlock), unsigned_act, xpop.data_ptr<int32_t>(), ep, out.data_ptr<float>(), N);
+  });
+  return out;
+}
+
+}  // namespace
+
+// The schemas are repeated in fq_plugin/ops/__init__.py (SCHEMAS) for the build without the extension; a test
+// checks that both agree.
+TORCH_LIBRARY(fq_plugin, m) {
+  m.def("quantize_affine_u8(Tensor x, Tensor x_min, Tensor x_max, int bits=8) -> Tensor");
+  m.def("quantize_absmax_i8(Tensor x) -> (Tensor, Tensor)");
+  m.def("int8_linear(Tensor x_q, Tensor x_scale, Tensor x_zero, Tensor w_q, Tensor w_scale, Tensor w_zero, "
+        "Tensor w_sum, Tensor? bias=None) -> Tensor");
+  m.def("int8_linear_symmetric(Tensor x_q, Tensor x_scale, Tensor w_q, Tensor w_scale, Tensor w_zero, "
+        "Tensor w_sum, Tensor? bias=None) -> Tensor");
+  m.def("pack_signs(Tensor x) -> Tensor");
+  m.def("binary_linear_w1a8(Tensor x_q, Tensor x_scale, Tensor w_bits, Tensor w_scale, Tensor? bias, int K) -> Tensor");
+  m.def("binary_linear_w1a1(Tensor x_bits, Tensor x_scale, Tensor w_bits, Tensor w_scale, Tensor? bias, int K, "
+        "bool unsigned_act=False) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(fq_plugin, CPU, m) {
+  m.impl("quantize_affine_u8", &quantize_affine_u8_cpu);
+  m.impl("quantize_absmax_i8", &quantize_absmax_i8_cpu);
+  m.impl("int8_linear", &int8_linear_cpu);
+  m.impl("int8_linear_symmetric", &int8_linear_symmetric_cpu);
+  m.impl("pack_signs", &pack_signs_cpu);
+  m.impl("binary_linear_w1a8", &binary_linear_w1a8_cpu);
+  m.impl("binary_linear_w1a1", &binary_linear_w1a1_cpu);
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "fq_plugin low-bit kernels (ops are registered under torch.ops.fq_plugin)";
+  m.def("set_cpu_isa", &set_cpu_isa, "Select a CPU path: auto, portable, avx2, avx512-vnni (alias avx512)");
+  m.def("cpu_isa", [] { return std::string(kernels().name); }, "Name of the selected CPU path");
+  m.def("supported_cpu_isas", &supported_cpu_isas, "CPU paths this machine can run, most portable first");
+  m.def("has_cuda", [] {
+#if defined(FQ_WITH_CUDA)
+    return true;
+#else
+    return false;
+#endif
+  }, "Whether CUDA kernels were built");
+  m.def("_set_debug_poison", [](int byte) { g_poison.store(byte); },
+        "Test hook: fill new outputs and scratch buffers with this byte (-1: off)");
+}

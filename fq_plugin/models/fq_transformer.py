@@ -17,6 +17,7 @@ from fairseq.models.transformer import (
 from fairseq.modules.transformer_layer import TransformerDecoderLayerBase, TransformerEncoderLayerBase
 from fairseq.modules.checkpoint_activations import checkpoint_wrapper
 
+from .ffn_pruning import FFNDimsConfig, apply_ffn_dims
 from ..modules.quant_activation import QuantActivation, QuantizeBeforeDropout
 from ..modules.quant_attention import QuantMultiheadAttention
 from ..modules.quant_config import QuantConfig, QuantSpec
@@ -141,11 +142,13 @@ class FQTransformerModel(TransformerModel):
     def add_args(cls, parser):
         super().add_args(parser)
         gen_parser_from_dataclass(parser, QuantConfig())
+        gen_parser_from_dataclass(parser, FFNDimsConfig())  # per-layer FFN sizes of pruned models
 
     @classmethod
     def build_model(cls, args, task):
         QuantSpec.from_cfg(args)  # fail fast on bad --quant-* values
-        return super().build_model(args, task)
+        # pruned models: FFN sizes from --encoder-ffn-dims/--decoder-ffn-dims or from the loaded checkpoint
+        return apply_ffn_dims(super().build_model(args, task), args)
 
     @classmethod
     def build_embedding(cls, args, dictionary, embed_dim, path=None):

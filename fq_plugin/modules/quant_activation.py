@@ -16,6 +16,11 @@ class QuantActivation(nn.Module):
         y = self.fn(x)
         return self.quantizer(y, valid_positions(y))
 
+    def select_features(self, keep):
+        """Keep only the per-feature quantizer buckets ``keep`` (LongTensor; FFN node pruning)."""
+        if hasattr(self.quantizer, "select_buckets"):
+            self.quantizer.select_buckets(keep)
+
 
 class QuantizeBeforeDropout(nn.Module):
     """Quantizes its input, then applies the wrapped dropout (seed 003 §3.4: quantize before dropout).

@@ -27,6 +27,21 @@ class QuantLinear(nn.Linear):
             y = self.output_quantizer(y, valid_positions(y))
         return y
 
+    def select_output_features(self, keep):
+        """Keep only the output features ``keep`` (LongTensor): weight rows, bias entries and the output
+        quantizer's per-feature buckets (FFN node pruning). The weight quantizer is stateless."""
+        self.weight = nn.Parameter(self.weight.detach()[keep].clone(), requires_grad=self.weight.requires_grad)
+        if self.bias is not None:
+            self.bias = nn.Parameter(self.bias.detach()[keep].clone(), requires_grad=self.bias.requires_grad)
+        if self.output_quantizer is not None:
+            self.output_quantizer.select_buckets(keep)
+        self.out_features = len(keep)
+
+    def select_input_features(self, keep):
+        """Keep only the input features ``keep`` (LongTensor): weight columns (FFN node pruning)."""
+        self.weight = nn.Parameter(self.weight.detach()[:, keep].clone(), requires_grad=self.weight.requires_grad)
+        self.in_features = len(keep)
+
 
 class QuantEmbedding(nn.Embedding):
     """``nn.Embedding`` whose table is fake-quantized per row (one range per token vector)."""

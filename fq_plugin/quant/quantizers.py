@@ -199,6 +199,16 @@ class ActivationQuantizer(Quantizer):
             return torch.where(init, out, x)
         return fake_quantize(x, lo, hi, self.bits, self.pass_clamped)
 
+    def select_buckets(self, keep: torch.Tensor):
+        """Keep only the buckets ``keep`` (LongTensor), e.g. the features left after FFN node pruning;
+        a single-range quantizer is unchanged."""
+        if self.num_buckets == 1:
+            return
+        keep = torch.as_tensor(keep, dtype=torch.long, device=self.x_min.device)
+        for name in ("x_min", "x_max", "initialized"):
+            self.register_buffer(name, getattr(self, name)[keep].clone())
+        self.num_buckets = keep.numel()
+
     def extra_repr(self):
         return (f"name={self.name}, bits={self.bits}, buckets={self.num_buckets}, "
                 f"unsigned={self.unsigned}, pass_clamped={self.pass_clamped}")

@@ -1,0 +1,1 @@
+"""fairseq tasks of the plugin (fairseq imports every module of a user dir's ``tasks/``)."""

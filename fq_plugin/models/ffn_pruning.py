@@ -12,6 +12,7 @@ from typing import Dict, List, Optional
 
 import torch
 from fairseq.dataclass import FairseqDataclass
+from omegaconf import OmegaConf, open_dict
 from torch import nn
 
 from ..quant import valid_positions
@@ -130,7 +131,11 @@ def record_ffn_dims(model, args=None):
     for side, layers in ffn_layers(model).items():
         text = format_ffn_dims([ffn_size(layer) for layer in layers])
         for target in {id(a): a for a in (getattr(model, "args", None), args) if a is not None}.values():
-            setattr(target, f"{side}_ffn_dims", text)
+            if OmegaConf.is_config(target):  # fairseq-hydra-train: a struct DictConfig
+                with open_dict(target):
+                    target[f"{side}_ffn_dims"] = text
+            else:
+                setattr(target, f"{side}_ffn_dims", text)
 
 
 def shrink_ffns(model, dims: Dict[str, List[int]]):

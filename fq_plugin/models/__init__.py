@@ -1,2 +1,2 @@
 """Registered quantized Transformer models."""
-from . import fq_transformer  # noqa: F401
+from . import binary_transformer, fq_transformer  # noqa: F401

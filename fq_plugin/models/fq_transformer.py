@@ -20,7 +20,8 @@ from fairseq.modules.checkpoint_activations import checkpoint_wrapper
 from .ffn_pruning import FFNDimsConfig, apply_ffn_dims
 from ..modules.quant_activation import QuantActivation, QuantizeBeforeDropout
 from ..modules.quant_attention import QuantMultiheadAttention
-from ..modules.quant_config import QuantConfig, QuantSpec
+from ..modules.binary_config import spec_from_cfg
+from ..modules.quant_config import QuantConfig
 from ..modules.quant_layer_norm import QuantLayerNorm
 from ..modules.quant_linear import QuantEmbedding, QuantLinear
 from ..quant import Quantizer, token_mask
@@ -38,6 +39,8 @@ def _quantize_ffn_and_norms(layer, spec, ffn_dim, norms):
     if spec.has("relu_out"):
         layer.activation_fn = QuantActivation(layer.activation_fn,
                                               spec.activation("relu_out", ffn_dim, unsigned=True))
+    if not spec.points:  # binarized models keep fairseq's LayerNorms
+        return
     for name, point in norms.items():
         if getattr(layer, name, None) is not None:
             setattr(layer, name, QuantLayerNorm(layer.embed_dim, spec, point))
@@ -46,18 +49,16 @@ def _quantize_ffn_and_norms(layer, spec, ffn_dim, norms):
 class FQTransformerEncoderLayer(TransformerEncoderLayerBase):
     def __init__(self, cfg, return_fc=False):
         # fairseq's __init__ calls our build_* hooks, which need the spec: set it first.
-        object.__setattr__(self, "quant_spec", QuantSpec.from_cfg(cfg))
+        object.__setattr__(self, "quant_spec", spec_from_cfg(cfg))
         super().__init__(cfg, return_fc)
         _quantize_ffn_and_norms(self, self.quant_spec, cfg.encoder.ffn_embed_dim,
                                 {"self_attn_layer_norm": "attn_ln_out", "final_layer_norm": "ffn_ln_out"})
 
     def build_fc1(self, input_dim, output_dim, q_noise, qn_block_size):
-        return QuantLinear(input_dim, output_dim, weight_quantizer=self.quant_spec.weight("fc1"))
+        return self.quant_spec.linear(input_dim, output_dim, "fc1")
 
     def build_fc2(self, input_dim, output_dim, q_noise, qn_block_size):
-        spec = self.quant_spec
-        return QuantLinear(input_dim, output_dim, weight_quantizer=spec.weight("fc2"),
-                           output_quantizer=spec.activation("ffn_out", output_dim))
+        return self.quant_spec.linear(input_dim, output_dim, "fc2", output_point="ffn_out", relu_input=True)
 
     def build_self_attention(self, embed_dim, cfg):
         return QuantMultiheadAttention(embed_dim, cfg.encoder.attention_heads, self.quant_spec,
@@ -66,7 +67,7 @@ class FQTransformerEncoderLayer(TransformerEncoderLayerBase):
 
 class FQTransformerDecoderLayer(TransformerDecoderLayerBase):
     def __init__(self, cfg, no_encoder_attn=False, add_bias_kv=False, add_zero_attn=False):
-        object.__setattr__(self, "quant_spec", QuantSpec.from_cfg(cfg))
+        object.__setattr__(self, "quant_spec", spec_from_cfg(cfg))
         super().__init__(cfg, no_encoder_attn, add_bias_kv, add_zero_attn)
         _quantize_ffn_and_norms(self, self.quant_spec, cfg.decoder.ffn_embed_dim,
                                 {"self_attn_layer_norm": "attn_ln_out", "encoder_attn_layer_norm": "attn_ln_out",
@@ -93,14 +94,14 @@ def _quantize_inputs(module, spec, point, embed_dim):
     module.positions_quantizer = spec.weight("positions") if module.embed_positions is not None else None
     if module.positions_quantizer is not None:
         module.embed_positions.register_forward_hook(module.positions_quantizer.quantize_output_rows)
-    if module.layer_norm is not None:  # pre-norm models end with a LayerNorm
+    if module.layer_norm is not None and spec.points:  # pre-norm models end with a LayerNorm
         module.layer_norm = QuantLayerNorm(embed_dim, spec, "ffn_ln_out")
 
 
 class FQTransformerEncoder(TransformerEncoderBase):
     def __init__(self, cfg, dictionary, embed_tokens, return_fc=False):
         super().__init__(cfg, dictionary, embed_tokens, return_fc)
-        _quantize_inputs(self, QuantSpec.from_cfg(cfg), "enc_emb", cfg.encoder.embed_dim)
+        _quantize_inputs(self, spec_from_cfg(cfg), "enc_emb", cfg.encoder.embed_dim)
 
     def build_encoder_layer(self, cfg):
         return _wrap_layer(FQTransformerEncoderLayer(cfg, return_fc=self.return_fc), cfg)
@@ -113,7 +114,7 @@ class FQTransformerEncoder(TransformerEncoderBase):
 class FQTransformerDecoder(TransformerDecoderBase):
     def __init__(self, cfg, dictionary, embed_tokens, no_encoder_attn=False, output_projection=None):
         super().__init__(cfg, dictionary, embed_tokens, no_encoder_attn, output_projection)
-        _quantize_inputs(self, QuantSpec.from_cfg(cfg), "dec_emb", cfg.decoder.embed_dim)
+        _quantize_inputs(self, spec_from_cfg(cfg), "dec_emb", cfg.decoder.embed_dim)
 
     def build_decoder_layer(self, cfg, no_encoder_attn=False):
         return _wrap_layer(FQTransformerDecoderLayer(cfg, no_encoder_attn), cfg)
@@ -124,7 +125,7 @@ class FQTransformerDecoder(TransformerDecoderBase):
         if float_projection is None:  # adaptive softmax
             return
         self.output_projection = QuantLinear(float_projection.in_features, float_projection.out_features,
-                                             bias=False, weight_quantizer=QuantSpec.from_cfg(cfg).weight("output"))
+                                             bias=False, weight_quantizer=spec_from_cfg(cfg).weight("output"))
         self.output_projection.weight = float_projection.weight  # keeps weight sharing with the embeddings
 
     def forward(self, prev_output_tokens, encoder_out=None, incremental_state=None, **kwargs):
@@ -138,15 +139,17 @@ class FQTransformerModel(TransformerModel):
     parts fake-quantized to k bits during training. Quantization is off until the criterion
     (``qat_label_smoothed_cross_entropy``) switches it on; the switch and the ranges are saved."""
 
+    config_class = QuantConfig  # the quantization options; binarized models use BinaryConfig
+
     @classmethod
     def add_args(cls, parser):
         super().add_args(parser)
-        gen_parser_from_dataclass(parser, QuantConfig())
+        gen_parser_from_dataclass(parser, cls.config_class())
         gen_parser_from_dataclass(parser, FFNDimsConfig())  # per-layer FFN sizes of pruned models
 
     @classmethod
     def build_model(cls, args, task):
-        QuantSpec.from_cfg(args)  # fail fast on bad --quant-* values
+        spec_from_cfg(args)  # fail fast on bad --quant-* values
         # pruned models: FFN sizes from --encoder-ffn-dims/--decoder-ffn-dims or from the loaded checkpoint
         return apply_ffn_dims(super().build_model(args, task), args)
 
@@ -154,7 +157,7 @@ class FQTransformerModel(TransformerModel):
     def build_embedding(cls, args, dictionary, embed_dim, path=None):
         float_embedding = super().build_embedding(args, dictionary, embed_dim, path)
         embedding = QuantEmbedding(len(dictionary), embed_dim, dictionary.pad(),
-                                   weight_quantizer=QuantSpec.from_cfg(args).weight("embedding"))
+                                   weight_quantizer=spec_from_cfg(args).weight("embedding"))
         embedding.weight = float_embedding.weight
         return embedding
 
@@ -177,10 +180,17 @@ class FQTransformerModel(TransformerModel):
     def quantizers(self):
         return [m for m in self.modules() if isinstance(m, Quantizer)]
 
-    def set_quantization(self, enabled: bool, observe: bool = True):
-        """Switch fake quantization on/off everywhere and choose whether training passes update ranges."""
+    def set_quantization(self, enabled: bool, observe: bool = True, activations=None):
+        """Switch fake quantization on/off and choose whether training passes update ranges.
+
+        Args:
+            enabled: weights quantized (and activations too unless ``activations`` says otherwise).
+            observe: training passes update the activation ranges.
+            activations: switch for the activation quantizers alone (None: same as ``enabled``).
+        """
+        activations = enabled if activations is None else activations
         for quantizer in self.quantizers():
-            quantizer.set_enabled(enabled)
+            quantizer.set_enabled(enabled if quantizer.kind == "weight" else activations)
             quantizer.observing = observe
 
     @property

@@ -9,23 +9,24 @@ from torch import Tensor
 
 from ..quant import valid_positions
 from .quant_config import apply_quantizer
-from .quant_linear import QuantLinear
-
-
-def _as_quant_linear(linear, spec, name):
-    return QuantLinear(linear.in_features, linear.out_features, bias=linear.bias is not None,
-                       weight_quantizer=spec.weight(name))
 
 
 class QuantMultiheadAttention(MultiheadAttention):
-    """Drop-in ``MultiheadAttention`` (same constructor plus ``spec``, same ``forward`` signature)."""
+    """Drop-in ``MultiheadAttention`` (same constructor plus ``spec``, same ``forward`` signature).
+
+    ``spec`` (a ``QuantSpec`` or ``BinarySpec``) builds the projections and the quantizers of the attention
+    operands; with ``spec.attention_residual`` (BMT) the output projection gets a residual shortcut.
+    """
 
     def __init__(self, embed_dim, num_heads, spec, **kwargs):
         super().__init__(embed_dim, num_heads, **kwargs)
         if self.bias_k is not None or self.add_zero_attn:
             raise ValueError("QuantMultiheadAttention does not support add_bias_kv / add_zero_attn")
         for name in ("q_proj", "k_proj", "v_proj", "out_proj"):
-            setattr(self, name, _as_quant_linear(getattr(self, name), spec, name))
+            linear = getattr(self, name)
+            setattr(self, name, spec.linear(linear.in_features, linear.out_features, name,
+                                            bias=linear.bias is not None))
+        self.out_proj_residual = spec.attention_residual
         self.reset_parameters()  # fairseq's initialisation, on the new projections
         self.q_quantizer = spec.activation("qkv", embed_dim)
         self.k_quantizer = spec.activation("qkv", embed_dim)
@@ -114,7 +115,8 @@ class QuantMultiheadAttention(MultiheadAttention):
 
         attn = torch.bmm(self.dropout_module(probs.view(bsz * heads, tgt_len, src_len)), v)
         attn = attn.transpose(0, 1).contiguous().view(tgt_len, bsz, embed_dim)
-        attn = self.out_proj(apply_quantizer(self.attn_out_quantizer, attn, query_valid))
+        attn = apply_quantizer(self.attn_out_quantizer, attn, query_valid)
+        attn = self.out_proj(attn) + attn if self.out_proj_residual else self.out_proj(attn)
 
         weights = None
         if need_weights:

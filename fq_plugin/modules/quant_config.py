@@ -62,6 +62,8 @@ class QuantConfig(FairseqDataclass):
 class QuantSpec:
     """Builds the quantizer of each point from the parsed options (None where a point is off)."""
 
+    attention_residual = False  # BMT's residual around the attention output projection (BinarySpec)
+
     def __init__(self, bits: int = 8, points=frozenset(QUANT_POINTS), bucketed=frozenset(PAPER_BUCKETED)):
         self.bits = check_bits(bits)
         self.points = frozenset(points)
@@ -89,6 +91,15 @@ class QuantSpec:
             return None
         buckets = channels if point in self.bucketed else 1
         return ActivationQuantizer(buckets, self.bits, bucket_dim=bucket_dim, name=point, **kwargs)
+
+    def linear(self, in_features, out_features, name, bias=True, output_point=None, relu_input=False):
+        """A ``QuantLinear`` with the weight quantizer ``name`` and, if given, its output quantized at
+        ``output_point``. (``relu_input`` matters only to binarized models.)"""
+        from .quant_linear import QuantLinear  # quant_linear imports this module
+
+        output_quantizer = self.activation(output_point, out_features) if output_point else None
+        return QuantLinear(in_features, out_features, bias=bias, weight_quantizer=self.weight(name),
+                           output_quantizer=output_quantizer)
 
 
 def apply_quantizer(quantizer, x, valid=None):

@@ -27,7 +27,8 @@ def _check_no_nan(stat: torch.Tensor, name: str):
 
 class Quantizer(nn.Module):
     """On/off switch shared by all quantizers: a buffer, so it is saved with the checkpoint, mirrored
-    in a Python bool so the forward pass does not read a tensor."""
+    in a Python bool so the forward pass does not read a tensor. ``kind`` ('weight' or 'activation') lets
+    a schedule switch weights and activations at different updates."""
 
     def __init__(self):
         super().__init__()
@@ -52,6 +53,8 @@ class WeightQuantizer(Quantizer):
         bucketed: one (s, x_min, x_max) per row (dim 0) instead of one per tensor.
         name: used in error messages.
     """
+
+    kind = "weight"
 
     def __init__(self, bits: int = 8, bucketed: bool = True, name: str = "weight"):
         super().__init__()
@@ -103,6 +106,8 @@ class ActivationQuantizer(Quantizer):
         momentum: EMA momentum of the running ranges.
         name: used in messages.
     """
+
+    kind = "activation"
 
     def __init__(self, num_buckets: int = 1, bits: int = 8, bucket_dim: int = -1, unsigned: bool = False,
                  pass_clamped: bool = False, momentum: float = 0.9, name: str = "activation"):

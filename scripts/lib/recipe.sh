@@ -76,9 +76,10 @@ prepare_corpus() {  # prepare_corpus OUT
 # ---------------------------------------------------------------------------------------------------------
 generate_test() {  # generate_test DATA_BIN CHECKPOINT OUT_DIR [extra fairseq-generate args]
   # Beam 4, length penalty 0.6 (Vaswani et al.; seed 003), BPE removed. GEN_DEVICE_ARGS defaults to --cpu.
+  # --required-batch-size-multiple 1: with the default 8, this fairseq drops the last (longest) test batch.
   local data=$1 ckpt=$2 out=$3; shift 3
   done_or "$out/generate.out" "translate with $ckpt" && return 0
-  run "mkdir -p $(q "$out") && fairseq-generate $(q "$data") --user-dir $(q "${FQ_USER_DIR:-fq_plugin}") --path $(q "$ckpt") --gen-subset test --beam 4 --lenpen 0.6 --max-tokens ${GEN_MAX_TOKENS:-6000} --remove-bpe ${GEN_DEVICE_ARGS---cpu} $(qa "$@") > $(q "$out/generate.out.tmp") 2> $(q "$out/generate.log") && mv $(q "$out/generate.out.tmp") $(q "$out/generate.out")"
+  run "mkdir -p $(q "$out") && fairseq-generate $(q "$data") --user-dir $(q "${FQ_USER_DIR:-fq_plugin}") --path $(q "$ckpt") --gen-subset test --beam 4 --lenpen 0.6 --max-tokens ${GEN_MAX_TOKENS:-6000} --required-batch-size-multiple 1 --remove-bpe ${GEN_DEVICE_ARGS---cpu} $(qa "$@") > $(q "$out/generate.out.tmp") 2> $(q "$out/generate.log") && mv $(q "$out/generate.out.tmp") $(q "$out/generate.out")"
 }
 
 score_test() {  # score_test OUT_DIR REFERENCE CHECKPOINT TGT_LANG
@@ -91,7 +92,8 @@ score_test() {  # score_test OUT_DIR REFERENCE CHECKPOINT TGT_LANG
   [ "$lang" = de ] && split_re=" | sed -E 's/(\\S)-(\\S)/\\1 ##AT##-##AT## \\2/g'"
   run "grep ^H- $(q "$out/generate.out") | sed 's/^H-//' | sort -n -k1,1 | cut -f3 | sacremoses -q -l $lang detokenize > $(q "$out/hyp.txt")"
   run "sacremoses -q -l $lang tokenize -x < $(q "$out/hyp.txt")$split_re > $(q "$out/hyp.tok") && sacremoses -q -l $lang tokenize -x < $(q "$ref")$split_re > $(q "$out/ref.tok")"
-  run "{ echo \"bleu \$(sacrebleu $(q "$ref") -i $(q "$out/hyp.txt") -b)\"; echo \"bleu_tok \$(sacrebleu $(q "$out/ref.tok") -i $(q "$out/hyp.tok") --tokenize none -b)\"; echo \"tokens_per_s \$(grep -o '[0-9.]* tokens/s' $(q "$out/generate.log") | tail -1 | cut -d' ' -f1)\"; echo \"checkpoint_bytes \$(stat -c %s $(q "$ckpt"))\"; echo checkpoint $(q "$ckpt"); } > $(q "$out/scores.txt.tmp") && mv $(q "$out/scores.txt.tmp") $(q "$out/scores.txt")"
+  run "test \$(wc -l < $(q "$out/hyp.txt")) -eq \$(wc -l < $(q "$ref")) || { echo \"error: $(q "$out/hyp.txt") has \$(wc -l < $(q "$out/hyp.txt")) lines, the reference $(q "$ref") \$(wc -l < $(q "$ref"))\" >&2; exit 1; }"
+  run "b=\$(sacrebleu $(q "$ref") -i $(q "$out/hyp.txt") -b) && bt=\$(sacrebleu $(q "$out/ref.tok") -i $(q "$out/hyp.tok") --tokenize none -b) && tps=\$(grep -o '[0-9.]* tokens/s' $(q "$out/generate.log") | tail -1 | cut -d' ' -f1) && printf 'bleu %s\\nbleu_tok %s\\ntokens_per_s %s\\ncheckpoint_bytes %s\\ncheckpoint %s\\n' \"\$b\" \"\$bt\" \"\$tps\" \"\$(stat -c %s $(q "$ckpt"))\" $(q "$ckpt") > $(q "$out/scores.txt.tmp") && mv $(q "$out/scores.txt.tmp") $(q "$out/scores.txt")"
 }
 
 # ---------------------------------------------------------------------------------------------------------
@@ -133,7 +135,8 @@ Variables (current value):
   MODELS=$(echo $MODELS)
   PRUNE_MODELS=$PRUNE_MODELS   PACK_MODELS=$PACK_MODELS
   EVAL_CHECKPOINT=$EVAL_CHECKPOINT   BPE_MERGES=$BPE_MERGES   WORKERS=$WORKERS
-  smoke tests: ARCH_VARIANT (e.g. tiny), MAX_UPDATE, TRAIN_OVERRIDES (Hydra key=value, e.g. 'optimization.lr=[0.005]')
+  smoke tests: ARCH_VARIANT (e.g. tiny), MAX_UPDATE, TRAIN_OVERRIDES and TRAIN_OVERRIDES_<model> (Hydra key=value
+            pairs applied to every / one training, e.g. 'optimization.lr=[0.005]'; the later ones win)
 Every step skips work whose output exists; --dry-run prints the commands in order and runs nothing.
 HELP
 }
@@ -228,8 +231,9 @@ recipe_config() {  # recipe_config MODEL: sets save_dir, needs, train_args, hydr
   local cmd=("$PYTHON" "$REPO_ROOT/scripts/lib/recipe_args.py" --config-name "wmt14_${PAIR}_$1" --format shell
              --num-gpus "$NUM_GPUS") o shell
   [ -n "${ARCH_VARIANT:-}" ] && cmd+=(--arch-variant "$ARCH_VARIANT")
-  [ -n "${MAX_UPDATE:-}" ] && cmd+=(--max-update "$MAX_UPDATE")
-  for o in ${TRAIN_OVERRIDES:-}; do cmd+=(--override "$o"); done
+  local per_model=TRAIN_OVERRIDES_$1
+  [ -n "${MAX_UPDATE:-}" ] && cmd+=(--override "optimization.max_update=$MAX_UPDATE")
+  for o in ${TRAIN_OVERRIDES:-} ${!per_model:-}; do cmd+=(--override "$o"); done  # later ones win
   shell=$("${cmd[@]}") || die "cannot read configs/wmt14_${PAIR}_$1.yaml (see above)"
   eval "$shell"
 }

@@ -5,7 +5,7 @@ The YAML is the one place of a recipe's hyperparameters: ``fairseq-hydra-train -
 here, so both train the same model.
 
     python scripts/lib/recipe_args.py --config-name NAME [--num-gpus N] [--arch-variant tiny]
-        [--max-update N] [--override key=value ...] [--format lines|shell]
+        [--override key=value ...] [--format lines|shell]
 
 ``--format shell`` prints bash assignments (``save_dir``, ``needs``, ``train_args``, ``hydra_cmd``) for eval.
 """
@@ -53,14 +53,13 @@ def load_config(config_dir, config_name, overrides=()):
     return container
 
 
-def adapt(cfg, num_gpus=None, arch_variant=None, max_update=None):
-    """Apply the recipe variables: GPU count (keeping the effective batch), architecture size, update budget.
+def adapt(cfg, num_gpus=None, arch_variant=None):
+    """Apply the recipe variables: GPU count (keeping the effective batch) and architecture size.
 
     Args:
         cfg: config dict from :func:`load_config` (modified in place).
         num_gpus: 0 = CPU; N > 0 = N GPUs, ``update_freq`` scaled so that max_tokens x update_freq x GPUs stays.
         arch_variant: e.g. ``tiny``: ``<family>_wmt_en_de[_big]`` becomes ``<family>_tiny`` (smoke tests).
-        max_update: replaces ``optimization.max_update``.
     Returns:
         cfg
     """
@@ -83,8 +82,6 @@ def adapt(cfg, num_gpus=None, arch_variant=None, max_update=None):
     if arch_variant:
         name = cfg["model"]["_name"]
         cfg["model"]["_name"] = ARCH_SIZE_SUFFIX.sub("", name) + "_" + arch_variant
-    if max_update is not None:
-        cfg.setdefault("optimization", {})["max_update"] = int(max_update)
     return cfg
 
 
@@ -149,8 +146,6 @@ def hydra_overrides(cfg, opts):
         extra += [f"distributed_training.distributed_world_size={opts.num_gpus}", f"optimization.update_freq=[{freq}]"]
     if opts.arch_variant:
         extra.append(f"model._name={cfg['model']['_name']}")
-    if opts.max_update is not None:
-        extra.append(f"optimization.max_update={opts.max_update}")
     return extra
 
 
@@ -160,13 +155,12 @@ def main(argv=None):
     parser.add_argument("--config-name", required=True)
     parser.add_argument("--num-gpus", type=int, default=None)
     parser.add_argument("--arch-variant", default=None)
-    parser.add_argument("--max-update", type=int, default=None)
     parser.add_argument("--override", action="append", default=[], help="Hydra-style key=value (repeatable)")
     parser.add_argument("--format", choices=("lines", "shell"), default="lines")
     opts = parser.parse_args(argv)
     try:
         cfg = adapt(load_config(opts.config_dir, opts.config_name, opts.override),
-                    num_gpus=opts.num_gpus, arch_variant=opts.arch_variant, max_update=opts.max_update)
+                    num_gpus=opts.num_gpus, arch_variant=opts.arch_variant)
         args = to_train_args(cfg)
     except Exception as err:  # hydra/omegaconf errors too: one line, no traceback
         print(f"error: config {opts.config_name}: {err}", file=sys.stderr)

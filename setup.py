@@ -43,7 +43,7 @@ def extension_setup():
         kwargs["extra_compile_args"]["nvcc"] = ["-O3", "-std=c++17", "-gencode", "arch=compute_80,code=sm_80",
                                                 "-gencode", "arch=compute_90,code=sm_90"]
         kwargs["define_macros"] = macros + [("FQ_WITH_CUDA", None)]
-        ext = CUDAExtension("fq_plugin._C", sources + ["cuda/fq_ops_cuda.cu"], **kwargs)
+        ext = CUDAExtension("fq_plugin._C", sources + ["cuda/fq_kernels.cu", "cuda/fq_ops_cuda.cpp"], **kwargs)
     else:
         ext = CppExtension("fq_plugin._C", sources, **kwargs)
 

@@ -174,12 +174,12 @@ void int8_tile(const int16_t* x, int64_t xs, const int8_t* w, int64_t K, int32_t
 }
 
 using Int8Tile = void (*)(const int16_t*, int64_t, const int8_t*, int64_t, int32_t*);
-constexpr int kInt8MR = 4, kInt8NR = 3;
+constexpr int kInt8MR = 4, kInt8NR = 2;  // 8 accumulators + 2 weight vectors + temporaries fit the 16 ymm registers
 const Int8Tile kInt8Tiles[kInt8MR][kInt8NR] = {
-    {int8_tile<1, 1>, int8_tile<1, 2>, int8_tile<1, 3>},
-    {int8_tile<2, 1>, int8_tile<2, 2>, int8_tile<2, 3>},
-    {int8_tile<3, 1>, int8_tile<3, 2>, int8_tile<3, 3>},
-    {int8_tile<4, 1>, int8_tile<4, 2>, int8_tile<4, 3>},
+    {int8_tile<1, 1>, int8_tile<1, 2>},
+    {int8_tile<2, 1>, int8_tile<2, 2>},
+    {int8_tile<3, 1>, int8_tile<3, 2>},
+    {int8_tile<4, 1>, int8_tile<4, 2>},
 };
 
 void int8_gemm(const uint8_t* xbuf, bool, int64_t M, int64_t K, const int8_t* w, int64_t n0, int64_t n1,

@@ -44,19 +44,22 @@ def base(data_bin, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def zero_z(data_bin, base, tmp_path_factory):
-    """z = 0: the statistics run that prunes nothing."""
-    save = tmp_path_factory.mktemp("z0")
-    _prune(data_bin, base, save, "--prune-z", "0", "--prune-decoder")
-    return save / "checkpoint_pruned.pt"
+def adaptive(data_bin, base, tmp_path_factory):
+    """Adaptive pruning with a z large enough to remove nodes of this small, fully used model; saves the
+    x_max statistics."""
+    save = tmp_path_factory.mktemp("adaptive")
+    proc = _prune(data_bin, base, save, "--prune-z", "4", "--prune-decoder", "--prune-stats", save / "stats.pt")
+    return save / "checkpoint_pruned.pt", proc.stdout + proc.stderr
 
 
 @pytest.fixture(scope="module")
-def adaptive(data_bin, base, tmp_path_factory):
-    """Adaptive pruning with a z large enough to remove nodes of this small, fully used model."""
-    save = tmp_path_factory.mktemp("adaptive")
-    proc = _prune(data_bin, base, save, "--prune-z", "4", "--prune-decoder")
-    return save / "checkpoint_pruned.pt", proc.stdout + proc.stderr
+def zero_z(data_bin, base, adaptive, tmp_path_factory):
+    """z = 0, on the statistics saved by the adaptive run: prunes nothing."""
+    save = tmp_path_factory.mktemp("z0")
+    stats = adaptive[0].parent / "stats.pt"
+    proc = _prune(data_bin, base, save, "--prune-z", "0", "--prune-decoder", "--prune-stats", stats)
+    assert f"read FFN x_max statistics from {stats}" in proc.stdout + proc.stderr
+    return save / "checkpoint_pruned.pt"
 
 
 def test_zero_z_prunes_nothing_and_changes_no_weight_or_range(base, zero_z):
@@ -167,6 +170,13 @@ def test_pruning_every_node_is_refused(data_bin, base, tmp_path):
     assert proc.returncode != 0
     assert "would remove all 64 FFN nodes of encoder layer 0" in proc.stderr + proc.stdout
     assert not (tmp_path / "checkpoint_pruned.pt").exists()
+
+
+def test_statistics_of_another_model_are_refused(data_bin, base, tmp_path):
+    torch.save({"encoder": [torch.ones(32), torch.ones(32)]}, tmp_path / "stats.pt")
+    proc = _prune(data_bin, base, tmp_path, "--prune-stats", tmp_path / "stats.pt", check=False)
+    assert proc.returncode != 0
+    assert "statistics are only valid for the model they were collected on" in proc.stderr + proc.stdout
 
 
 @pytest.mark.parametrize("extra, message", [

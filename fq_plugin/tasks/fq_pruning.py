@@ -20,6 +20,7 @@ its ``cfg.model`` (``encoder_ffn_dims``/``decoder_ffn_dims``), so ``fairseq-gene
 import logging
 import os
 from dataclasses import dataclass, field
+from typing import Optional
 
 import torch
 import torch.distributed as dist
@@ -63,6 +64,11 @@ class FQPruningConfig(TranslationConfig):
         default=300, metadata={"help": "number of updates (training batches, weights frozen) over which x_max is "
                                        "collected before pruning; training stops after them"})
     prune_decoder: bool = field(default=False, metadata={"help": "prune decoder FFNs too (default: encoder only)"})
+    prune_stats: Optional[str] = field(
+        default=None,
+        metadata={"help": "file of the per-node x_max statistics: written once they are collected; if it exists, "
+                          "read instead of collecting them (pruning then happens after one update), e.g. to try "
+                          "several thresholds or methods on the same statistics"})
 
 
 def check_pruning_config(cfg):
@@ -112,6 +118,7 @@ class FQPruningTask(TranslationTask):
         self.recorders = None
         self.stop_update = None
         self.pruned = False
+        self.loaded_xmax = None
 
     @classmethod
     def setup_task(cls, cfg: FQPruningConfig, **kwargs):
@@ -131,7 +138,10 @@ class FQPruningTask(TranslationTask):
     def _begin(self, core, update_num):
         """First statistics update: wrap the FFN activations and tell fairseq when to stop."""
         self.recorders = attach_recorders(core)
-        self.stop_update = update_num + self.cfg.prune_updates
+        stats = self.cfg.prune_stats
+        if stats and PathManager.exists(stats):
+            self.loaded_xmax = self._load_stats(core, stats)
+        self.stop_update = update_num + (1 if self.loaded_xmax is not None else self.cfg.prune_updates)
         root = _root_config(self.cfg)
         if root is None:
             logger.warning(f"fq_pruning: cannot reach fairseq's config; pass --max-update {self.stop_update} "
@@ -141,9 +151,23 @@ class FQPruningTask(TranslationTask):
                 logger.warning(f"fq_pruning: --max-update {root.optimization.max_update} replaced by "
                                f"{self.stop_update} (the update after --prune-updates {self.cfg.prune_updates})")
             root.optimization.max_update = self.stop_update
-        logger.info(f"fq_pruning: collecting FFN x_max over {self.cfg.prune_updates} updates "
-                    f"({update_num}..{self.stop_update - 1}) with frozen weights, then pruning "
-                    f"({self.cfg.prune_method})")
+        if self.loaded_xmax is None:
+            logger.info(f"fq_pruning: collecting FFN x_max over {self.cfg.prune_updates} updates "
+                        f"({update_num}..{self.stop_update - 1}) with frozen weights, then pruning "
+                        f"({self.cfg.prune_method})")
+
+    def _load_stats(self, core, path):
+        """x_max statistics saved by an earlier run (``--prune-stats``), checked against this model's FFNs."""
+        with PathManager.open(path, "rb") as f:
+            stats = torch.load(f, map_location="cpu")  # weights_only: a dict of lists of tensors
+        device = next(core.parameters()).device
+        sizes = {side: [ffn_size(layer) for layer in layers] for side, layers in ffn_layers(core).items()}
+        found = {side: [x.numel() for x in xs] for side, xs in stats.items()} if isinstance(stats, dict) else None
+        if found != sizes:
+            raise ValueError(f"--prune-stats {path} holds x_max for FFN sizes {found}, but this model has {sizes}; "
+                             "statistics are only valid for the model they were collected on")
+        logger.info(f"fq_pruning: read FFN x_max statistics from {path}; pruning after one update")
+        return {side: [x.to(device) for x in xs] for side, xs in stats.items()}
 
     def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
         """Forward pass in eval mode without gradient; records x_max. Returns the NLL for logging."""
@@ -152,7 +176,7 @@ class FQPruningTask(TranslationTask):
             self._begin(core, update_num)
         model.eval()  # no dropout; quantizers in eval mode do not update their ranges
         core.set_num_updates(update_num)
-        active = not ignore_grad and not self.pruned
+        active = not ignore_grad and not self.pruned and self.loaded_xmax is None
         recorders = [r for side in self.recorders.values() for r in side]
         for recorder in recorders:
             recorder.active = active
@@ -216,7 +240,14 @@ class FQPruningTask(TranslationTask):
 
     def prune(self, core):
         """Decide the nodes to remove from the collected x_max, remove them and record the new sizes."""
-        xmax = self._gather_xmax(core)
+        if self.loaded_xmax is not None:
+            xmax = self.loaded_xmax
+        else:
+            xmax = self._gather_xmax(core)
+            if self.cfg.prune_stats and _is_main_worker():
+                with PathManager.open(self.cfg.prune_stats, "wb") as f:
+                    torch.save({side: [x.cpu() for x in xs] for side, xs in xmax.items()}, f)
+                logger.info(f"fq_pruning: saved the FFN x_max statistics to {self.cfg.prune_stats}")
         detach_recorders(core)
         cfg, method = self.cfg, str(self.cfg.prune_method)
         layers = ffn_layers(core)

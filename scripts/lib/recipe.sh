@@ -203,7 +203,7 @@ $a.part and resumes on the next run."
       fi
     fi
     done_or "$DATA_DIR/orig/.$f.extracted" "extract $f" && continue
-    run "mkdir -p $(q "$DATA_DIR/orig") && tar -xf $(q "$a") -C $(q "$DATA_DIR/orig") && touch $(q "$DATA_DIR/orig/.$f.extracted")"
+    run "mkdir -p $(q "$DATA_DIR/orig") && tar -xf $(q "$a") -C $(q "$DATA_DIR/orig") && date > $(q "$DATA_DIR/orig/.$f.extracted")"
   done
   say "prepare: assemble train (${TRAIN_CORPORA[*]%%:*}), valid ($VALID_PREFIX), test (newstest2014)"
   run "mkdir -p $(q "$DATA_DIR/raw")"

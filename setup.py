@@ -50,14 +50,24 @@ def extension_setup():
     class BuildExt(BuildExtension):
         """Never fails the install: a broken extension build leaves the pure-Python package."""
 
+        failed = ()
+
         def build_extension(self, ext):
             try:
                 if x86:
                     ext.extra_objects = list(ext.extra_objects or []) + self.isa_objects()
                 super().build_extension(ext)
             except Exception as e:
+                self.failed = (*self.failed, ext.name)
                 print(f"fq_plugin: C++ extension not built ({type(e).__name__}: {str(e).strip()[:300]}); "
                       "using the pure-PyTorch reference ops", flush=True)
+
+        def copy_extensions_to_source(self):  # --inplace: copy only what was built
+            built, self.extensions = self.extensions, [e for e in self.extensions if e.name not in self.failed]
+            try:
+                super().copy_extensions_to_source()
+            finally:
+                self.extensions = built
 
         def isa_objects(self):
             compiler = os.environ.get("CXX", "c++")
@@ -99,5 +109,5 @@ setup(
     extras_require={"test": ["pytest>=7"]},
     ext_modules=EXT_MODULES,
     cmdclass=CMDCLASS,
-    entry_points={"console_scripts": ["fq-report = fq_plugin.report:cli_main"]},
+    entry_points={"console_scripts": ["fq-report = fq_plugin.report:cli_main", "fq-split = fq_plugin.split:main"]},
 )

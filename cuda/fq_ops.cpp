@@ -17,7 +17,7 @@ namespace {
 using fq_cpu::Kernels;
 
 constexpr int64_t kMaxK = 65536;  // 255 * 128 * K < 2^31: int32 accumulators stay exact
-constexpr int64_t kMinParallelWork = 1 << 17;  // multiply-adds below which threading costs more than it saves
+constexpr int64_t kMinParallelWork = 1 << 18;  // multiply-adds below which threading costs more than it saves
 
 // ------------------------------------------------------------------------------------------------ CPU paths
 

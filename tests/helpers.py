@@ -79,6 +79,7 @@ def generate_bleu(data, checkpoint, *extra, user_dir=PLUGIN_DIR, **kwargs):
     """Translate the test split with beam 4 / lenpen 0.6; return (sacrebleu BLEU, hypotheses by id)."""
     proc = run_cli("fairseq-generate", data, "--user-dir", user_dir, "--path", checkpoint, "--beam", "4",
                    "--lenpen", "0.6", "--cpu", "--gen-subset", "test", "--max-tokens", "4000",
+                   "--required-batch-size-multiple", "1",  # with the default 8 the last batch is dropped
                    "--scoring", "sacrebleu", *extra, **kwargs)
     out = proc.stdout + proc.stderr
     score = re.search(r"BLEU = ([\d.]+)", out)

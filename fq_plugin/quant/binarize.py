@@ -52,12 +52,13 @@ def binarize_tokens_bmt(x):
     return aqt_binarize(x, x.detach().abs().amax(dim=-1, keepdim=True))
 
 
-def binarize_probs_bmt(p):
-    """1-bit attention probabilities: {0, m} with m the row's largest probability (keys with p >= m/2
-    keep m); identity gradient."""
-    peak = p.detach().amax(dim=-1, keepdim=True)
-    hard = torch.where(p >= peak / 2, peak, torch.zeros_like(p))
-    return p + (hard - p).detach()
+def binarize_unsigned_bmt(x):
+    """1-bit non-negative activations (ReLU outputs, attention probabilities): the AQT binarizer on [0, B]
+    with B = 2 mean(x) per token, i.e. {0, B} with B where x >= mean(x); identity gradient inside [0, B]."""
+    bound = 2 * x.detach().mean(dim=-1, keepdim=True)
+    hard = torch.where(x >= bound / 2, bound, torch.zeros_like(x))
+    inside = (x >= 0) & (x <= bound)
+    return torch.where(inside, x + (hard - x).detach(), hard)
 
 
 def _ste(x, quantized):
@@ -124,3 +125,29 @@ def elastic_binarize(x, alpha, shift=None, unsigned=False):
         clipped = ratio.clamp(-1, 1)
         level = _sign(clipped)
     return alpha * _ste(clipped, level)
+
+
+def split_ternary(w):
+    """Ternary weight splitting (BinaryBERT): ``(w1, w2)`` with ``w1 + w2 = w`` whose binarizations
+    (``binarize_weight_l1``) add up to the TWN ternarization of ``w``, row by row.
+
+    With I = {ternary != 0}, J = {ternary == 0, w > 0}, K = {ternary == 0, w <= 0}, S_X = sum of |w| over X,
+    n the row length and alpha the row's ternary scale: w1 = a w on I, w + b on J, b on K and
+    w2 = w - w1, where b = (n alpha - S) / (2 |J u K|) and a = (S_I + S_K - S_J) / (2 S_I). These are the
+    values that make mean|w1| = mean|w2| = alpha / 2 while the signs of w1 and w2 agree on I and disagree
+    on J u K, which is what the equality of the binarized sum and the ternary weight needs.
+    """
+    w = w.detach().double()
+    _, alpha, kept = ternary_parts(w)
+    magnitude = w.abs()
+    rest = ~kept
+    pos, neg = rest & (w > 0), rest & (w <= 0)
+    s_i = _row_reduce(magnitude * kept, torch.sum)
+    s_j = _row_reduce(magnitude * pos, torch.sum)
+    s_k = _row_reduce(magnitude * neg, torch.sum)
+    n_rest = _row_reduce(rest.double(), torch.sum)
+    n = w[0].numel()
+    b = torch.where(n_rest > 0, (n * alpha - (s_i + s_j + s_k)) / (2 * n_rest.clamp(min=1)), torch.zeros_like(n_rest))
+    a = torch.where(s_i > 0, (s_i + s_k - s_j) / (2 * s_i.clamp(min=1e-30)), torch.full_like(s_i, 0.5))
+    w1 = torch.where(kept, a * w, torch.where(pos, w + b, b))
+    return w1, w - w1

@@ -42,7 +42,7 @@ class BinaryWeightQuantizer(Quantizer):
 TOKEN_MODES = {
     "absmax8": binarize.quantize_tokens_absmax,   # BitNet: 8-bit per token
     "binary": binarize.binarize_tokens_bmt,       # BMT: +-B/2 per token
-    "binary_unsigned": binarize.binarize_probs_bmt,  # BMT: {0, max} per token (ReLU outputs, probabilities)
+    "binary_unsigned": binarize.binarize_unsigned_bmt,  # BMT: {0, 2 mean} per token (ReLU outputs, probabilities)
 }
 
 

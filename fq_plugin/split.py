@@ -1,0 +1,100 @@
+"""``fq-split``: ternary weight splitting (BinaryBERT). Turns a checkpoint of a binarized model trained with
+``--weight-quant ternary`` into one with ``--weight-quant split_binary``: every ternary matrix becomes two
+binary planes whose binarized sum equals the ternary matrix, so the split model translates exactly like
+the ternary one and can be fine-tuned with ``fairseq-train --restore-file``.
+
+    fq-split checkpoints/checkpoint_best.pt split.pt
+    fairseq-train DATA --user-dir fq_plugin --arch <same arch> --weight-quant split_binary --restore-file split.pt ...
+"""
+import argparse
+import logging
+import os
+import sys
+
+import torch
+
+from . import serialization
+from .quant.binarize import binarize_weight_l1, split_ternary, ternary_parts
+
+logger = logging.getLogger("fq_plugin.split")
+QUANTIZER_SUFFIX = ".weight_quantizer.enabled"
+
+
+def _model_cfg(state):
+    """The model options of a fairseq checkpoint (a Namespace for legacy models, a dict for dataclass ones)."""
+    cfg = state.get("cfg")
+    model_cfg = cfg.get("model") if cfg is not None else None
+    return model_cfg if model_cfg is not None else state.get("args")
+
+
+def _option(model_cfg, name):
+    if isinstance(model_cfg, dict):
+        return model_cfg.get(name)
+    return getattr(model_cfg, name, None)
+
+
+def split_state(state):
+    """Split every ternary matrix of a loaded checkpoint in place; returns the number of matrices split.
+
+    Raises:
+        ValueError: the checkpoint is not a ternary binarized model (or is already split).
+    """
+    model_cfg = _model_cfg(state)
+    method = _option(model_cfg, "binary_method")
+    weight_quant = _option(model_cfg, "weight_quant")
+    if not method:
+        raise ValueError("not a checkpoint of a binarized model (bmt/bitnet/bit_transformer); nothing to split")
+    if weight_quant != "ternary":
+        raise ValueError(f"fq-split needs a model trained with --weight-quant ternary; this one has "
+                         f"--weight-quant {weight_quant}")
+    weights = state["model"]
+    prefixes = [key[: -len(QUANTIZER_SUFFIX)] for key in weights if key.endswith(QUANTIZER_SUFFIX)]
+    for prefix in prefixes:
+        w = weights[prefix + ".weight"]
+        w1, w2 = split_ternary(w.float())
+        expected = ternary_parts(w.double())[0]
+        error = (binarize_weight_l1(w1) + binarize_weight_l1(w2) - expected).abs().max().item()
+        if error > 1e-6 * max(expected.abs().max().item(), 1.0):
+            raise ValueError(f"{prefix}: the split planes do not reproduce the ternary weights (error {error:.3g})")
+        weights[prefix + ".weight"] = w1.to(w.dtype)
+        weights[prefix + ".weight_split"] = w2.to(w.dtype)
+    if isinstance(model_cfg, dict):
+        model_cfg["weight_quant"] = "split_binary"
+    else:
+        model_cfg.weight_quant = "split_binary"
+    # The optimizer state belongs to the half-size parameters: fine-tuning starts a fresh optimizer.
+    state["last_optimizer_state"] = None
+    return len(prefixes)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="fq-split", description=__doc__.split("\n\n")[0])
+    parser.add_argument("input", help="checkpoint of a model trained with --weight-quant ternary")
+    parser.add_argument("output", help="where to write the split (split_binary) checkpoint")
+    parser.add_argument("--force", action="store_true", help="overwrite OUTPUT if it exists")
+    args = parser.parse_args(argv)
+    logging.basicConfig(format="%(asctime)s | %(levelname)s | %(name)s | %(message)s", level=logging.INFO)
+    serialization.allow_fairseq_checkpoint_types()
+    if os.path.abspath(args.input) == os.path.abspath(args.output):
+        parser.error("OUTPUT must differ from INPUT (the input is never overwritten)")
+    if os.path.exists(args.output) and not args.force:
+        parser.error(f"{args.output} exists; pass --force to overwrite it")
+    try:
+        state = torch.load(args.input, map_location="cpu")  # weights_only (torch's default)
+    except FileNotFoundError:
+        parser.error(f"no such checkpoint: {args.input}")
+    except Exception as error:  # a truncated or foreign file: say what it is, not a traceback
+        parser.error(f"cannot read {args.input} as a checkpoint: {type(error).__name__}: {error}")
+    try:
+        count = split_state(state)
+    except ValueError as error:
+        parser.error(str(error))
+    tmp = args.output + ".tmp"
+    torch.save(state, tmp)
+    os.replace(tmp, args.output)
+    logger.info(f"split {count} ternary matrices into two binary planes each: {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Benchmark of the binarized models (BMT, BitNet, BiT, ternary and ternary-split-binary) on
+# ../shared/data/ende-debian with the protocol and budget of scripts/bench/bench_fqt.sh (same model size,
+# data, optimizer, seed and number of updates); the float reference is bench_fqt.sh's float run.
+#
+#   scripts/bench/bench_binary.sh [RUN ...]     env: WORK (work/bench_binary), UPDATES (1000), THREADS (2), SEED (1)
+#
+# RUNs (default: all, in this order): bmt_w1 bmt_w1_noln bmt_w1a1 bitnet bit_kd ternary split; then the table.
+# Runs are resumable (a finished run is skipped); several invocations with different RUNs may run in parallel.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+WORK=${WORK:-work/bench_binary}
+UPDATES=${UPDATES:-1000}
+THREADS=${THREADS:-2}
+SEED=${SEED:-1}
+DATA=work/ende-debian
+FLOAT=work/bench_fqt/float/checkpoint_last.pt
+bash scripts/prepare_data.sh ../shared/data/ende-debian "$DATA"
+export OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS
+mkdir -p "$WORK"
+
+MODEL=(--encoder-embed-dim 128 --decoder-embed-dim 128 --encoder-ffn-embed-dim 512 --decoder-ffn-embed-dim 512
+       --encoder-layers 2 --decoder-layers 2 --encoder-attention-heads 4 --decoder-attention-heads 4
+       --share-all-embeddings --dropout 0.1)
+TRAIN=(--optimizer adam --adam-betas '(0.9,0.98)' --lr 0.003 --lr-scheduler inverse_sqrt --warmup-updates 300
+       --clip-norm 0.0 --label-smoothing 0.1 --max-tokens 4096 --seed "$SEED" --cpu
+       --no-epoch-checkpoints --save-interval-updates 200 --keep-interval-updates 1 --log-format simple
+       --log-interval 50 --num-workers 0 --user-dir fq_plugin --criterion qat_label_smoothed_cross_entropy)
+QUANT=(--quant-start-update 100)  # float for the first 100 updates, as the FQT benchmark
+
+train() {  # name, extra args...
+  local name=$1; shift
+  if [ ! -s "$WORK/$name/done" ]; then
+    mkdir -p "$WORK/$name"
+    fairseq-train "$DATA/data-bin" --save-dir "$WORK/$name" "${TRAIN[@]}" "${MODEL[@]}" "$@" 2>&1 \
+      | tee -a "$WORK/$name/train.log"
+    grep -o "done training in [0-9.]*" "$WORK/$name/train.log" | tail -1 | awk '{print $4}' > "$WORK/$name/done"
+  fi
+}
+
+run() {
+  case $1 in
+    bmt_w1) train bmt_w1 --arch bmt_transformer "${QUANT[@]}" --max-update "$UPDATES" ;;
+    bmt_w1_noln) train bmt_w1_noln --arch bmt_transformer "${QUANT[@]}" --max-update "$UPDATES" \
+                   --no-extra-layernorm ;;
+    # Staged (BMT): float, binary weights from 100, 1-bit projection inputs from update 300.
+    bmt_w1a1) train bmt_w1a1 --arch bmt_transformer "${QUANT[@]}" --activation-quant-start-update 300 \
+                --max-update "$UPDATES" --binarize-activations --no-binarize-attention ;;
+    bitnet) train bitnet --arch bitnet_transformer "${QUANT[@]}" --max-update "$UPDATES" ;;
+    bit_kd) train bit_kd --arch bit_transformer "${QUANT[@]}" --max-update "$UPDATES" --no-binarize-attention \
+              --teacher-path "$FLOAT" --kd-alpha 0.5 ;;
+    ternary) train ternary --arch bmt_transformer --weight-quant ternary "${QUANT[@]}" --max-update "$UPDATES" ;;
+    # Ternary weight splitting: the ternary model at update UPDATES/2, split, fine-tuned for the other half.
+    split)
+      train ternary_half --arch bmt_transformer --weight-quant ternary "${QUANT[@]}" --max-update $((UPDATES / 2))
+      [ -s "$WORK/split.pt" ] || python -m fq_plugin.split "$WORK/ternary_half/checkpoint_last.pt" "$WORK/split.pt"
+      train split --arch bmt_transformer --weight-quant split_binary "${QUANT[@]}" --max-update "$UPDATES" \
+        --restore-file "$WORK/split.pt" --reset-optimizer ;;
+    *) echo "unknown run $1" >&2; exit 2 ;;
+  esac
+}
+
+RUNS=("$@")
+[ ${#RUNS[@]} -gt 0 ] || RUNS=(bmt_w1 bmt_w1_noln bmt_w1a1 bitnet bit_kd ternary split)
+for name in "${RUNS[@]}"; do run "$name"; done
+
+{
+  echo "| model | BLEU (sacrebleu, test) | training time (s) |"
+  echo "|---|---|---|"
+  for name in bmt_w1 bmt_w1_noln bmt_w1a1 bitnet bit_kd ternary split; do
+    [ -s "$WORK/$name/done" ] || continue
+    read -r bleu _ _ < <(FQ_USER_DIR=fq_plugin bash scripts/translate_and_score.sh "$DATA/data-bin" \
+      "$WORK/$name/checkpoint_last.pt" "$DATA/raw/test.de" "$WORK/$name/test")
+    echo "| $name | $bleu | $(cat "$WORK/$name/done") |"
+  done
+} | tee "$WORK/results.md"

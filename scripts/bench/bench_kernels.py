@@ -1,8 +1,8 @@
 """Micro-benchmark of the low-bit GEMM kernels against fp32 ``F.linear`` and ``torch._int_mm`` on the CPU.
 
-Every op runs on the same shapes side by side in one process, with 1 and 2 threads; each time is the median of
-several calls (at least ``--min-reps``, for at least ``--min-time`` seconds). Prints a markdown table (GOP/s,
-2*M*N*K operations per call, and speed relative to fp32) to stdout.
+Every op runs on the same shapes side by side in one process, with 1 and 2 threads; the ops are timed round-robin
+(``--rounds`` rounds of about ``--batch-time`` seconds each) and the median per call is reported. Prints a markdown
+table (GOP/s, 2*M*N*K operations per call, and speed relative to fp32) to stdout.
 
 Usage: OMP_NUM_THREADS=2 .venv/bin/python scripts/bench/bench_kernels.py [--quick]
 """
@@ -27,17 +27,24 @@ MS = [1, 4, 64, 256, 2048]
 INT_MM_MAX_OPS = 4e9  # torch._int_mm is skipped above this (it runs at ~1 GOP/s on CPUs without VNNI)
 
 
-def median_time(fn, min_reps, min_time, max_time=2.0):
-    fn()  # warm-up (also allocator and thread pool)
-    times = []
-    start = time.perf_counter()
-    while len(times) < min_reps or time.perf_counter() - start < min_time:
+def interleaved_medians(fns, rounds, batch_time):
+    """Median seconds per call of each function, measured round-robin (one batch of each per round) so that a
+    change of machine load during the run affects every op alike."""
+    batches = {}
+    for name, fn in fns.items():
+        fn()  # warm-up: allocator, thread pool, caches
         t0 = time.perf_counter()
         fn()
-        times.append(time.perf_counter() - t0)
-        if time.perf_counter() - start > max_time and len(times) >= 1:
-            break
-    return statistics.median(times)
+        once = time.perf_counter() - t0
+        batches[name] = max(1, min(100, int(batch_time / max(once, 1e-7))))
+    samples = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            for _ in range(batches[name]):
+                fn()
+            samples[name].append((time.perf_counter() - t0) / batches[name])
+    return {name: statistics.median(v) for name, v in samples.items()}
 
 
 def operands(m, n, k):
@@ -70,15 +77,16 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--quick", action="store_true", help="fewer shapes (M in 1, 64, 2048; no 32k vocabulary)")
-    parser.add_argument("--min-reps", type=int, default=3)
-    parser.add_argument("--min-time", type=float, default=0.1)
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds; the median is reported")
+    parser.add_argument("--batch-time", type=float, default=0.01, help="seconds of calls per op and round")
     args = parser.parse_args()
     ms, nk = (MS, NK) if not args.quick else ([1, 64, 2048], NK[:-1])
 
     info = ops.backend_info()
     print(f"# Low-bit GEMM kernels (CPU), {datetime.date.today()}\n")
-    print(f"torch {torch.__version__}, {platform.machine()}, extension: {info['extension']} "
-          f"(CPU path: {info['cpu']}, available: {', '.join(info['cpu_paths']) or '-'})\n")
+    print(f"torch {torch.__version__}, {platform.machine()}, {os.cpu_count()} CPUs, extension: {info['extension']} "
+          f"(CPU path: {info['cpu']}, available: {', '.join(info['cpu_paths']) or '-'}), load average at start "
+          f"{os.getloadavg()[0]:.1f}\n")
     names = [name for name, _ in candidates(operands(1, 1, 1), 1, 1, 1)]
     print("| M | N | K | threads | " + " | ".join(f"{n} GOP/s" for n in names) + " | "
           + " | ".join(f"{n} ÷ fp32" for n in names[1:]) + " |")
@@ -90,15 +98,16 @@ def main():
             o = operands(m, n, k)
             for threads in args.threads:
                 torch.set_num_threads(threads)
-                times = {}
-                for name, fn in candidates(o, m, n, k):
-                    times[name] = median_time(fn, args.min_reps, args.min_time) if fn is not None else None
+                fns = {name: fn for name, fn in candidates(o, m, n, k) if fn is not None}
+                medians = interleaved_medians(fns, args.rounds, args.batch_time)
+                times = {name: medians.get(name) for name in names}
                 ops_count = 2 * m * n * k
                 gops = [f"{ops_count / t / 1e9:.1f}" if t else "skipped" for t in times.values()]
                 base = times["fp32 F.linear"]
                 ratios = [f"{base / t:.2f}×" if t else "–" for name, t in times.items() if name != "fp32 F.linear"]
                 print(f"| {m} | {n} | {k} | {threads} | " + " | ".join(gops) + " | " + " | ".join(ratios) + " |",
                       flush=True)
+    print(f"\nload average at end {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

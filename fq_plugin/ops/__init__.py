@@ -136,7 +136,10 @@ def _vector(t, name, dtype, n, broadcast_ok=False):
 
 
 def _same_device(*named):
-    devices = {t.device for t in named if t is not None}
+    tensors = [t for t in named if t is not None]
+    if all(t.is_cpu for t in tensors):  # the common case, without building device objects
+        return
+    devices = {t.device for t in tensors}
     if len(devices) > 1:
         raise ValueError(f"all tensors must be on one device, got {sorted(str(d) for d in devices)}")
 

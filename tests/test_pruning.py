@@ -256,7 +256,8 @@ def test_prune_ffn_removes_rows_columns_and_buckets(quantized):
         quantizer = layer.activation_fn.quantizer
         assert quantizer.num_buckets == 4 and quantizer.x_max.shape == (4,)
         assert {k: v.shape for k, v in layer.state_dict().items()}["activation_fn.quantizer.x_max"] == (4,)
-    assert torch.equal(_run(layer, x), expected)
+    # the removed nodes contributed exact zeros; only the summation order of fc2 may differ (float rounding)
+    torch.testing.assert_close(_run(layer, x), expected, rtol=1e-6, atol=1e-6)
 
 
 def test_prune_ffn_rejects_removing_every_node_or_bad_indices():

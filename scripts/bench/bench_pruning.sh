@@ -53,11 +53,12 @@ print(f"{model.encoder_ffn_dims} / {model.decoder_ffn_dims}")
 EOF
 }
 
-params() {  # name -> parameter count of the saved model (quantizer state excluded)
+params() {  # name -> parameter count of the saved model (quantizer state excluded, shared embeddings once)
   .venv/bin/python - "$WORK/$1/checkpoint_pruned.pt" <<'EOF'
 import sys, torch, fq_plugin  # noqa: F401
 state = torch.load(sys.argv[1], map_location="cpu")["model"]
-print(sum(v.numel() for k, v in state.items() if "quantizer" not in k and v.is_floating_point()))
+tensors = {v.untyped_storage().data_ptr(): v for k, v in state.items() if "quantizer" not in k and "_float_tensor" not in k and v.is_floating_point()}
+print(sum(v.numel() for v in tensors.values()))
 EOF
 }
 
@@ -83,8 +84,11 @@ prune fixed_l1 --prune-method l1 --prune-ratio "$RATIO" --prune-stats "$STATS"  
   echo "|---|---|---|---|---|---|---|---|"
   full=$(params unpruned)
   for name in unpruned adaptive_z$Z adaptive_z$Z10 fixed_xmax fixed_l1; do
-    read -r bleu tps bytes < <(FQ_USER_DIR=fq_plugin bash scripts/translate_and_score.sh "$DATA/data-bin" \
-      "$WORK/$name/checkpoint_pruned.pt" "$DATA/raw/test.de" "$WORK/$name/test")
+    if [ ! -s "$WORK/$name/score" ]; then  # translations are kept: a rerun only scores what is missing
+      FQ_USER_DIR=fq_plugin bash scripts/translate_and_score.sh "$DATA/data-bin" "$WORK/$name/checkpoint_pruned.pt" \
+        "$DATA/raw/test.de" "$WORK/$name/test" > "$WORK/$name/score.tmp" && mv "$WORK/$name/score.tmp" "$WORK/$name/score"
+    fi
+    read -r bleu tps bytes < <(tail -1 "$WORK/$name/score")
     n=$(params "$name")
     ratio=$(encoder_ratio "$name")
     echo "| $name | $(layers "$name") | $(echo "$ratio * 100" | bc -l | cut -c1-5) % | $n | $bytes |" \

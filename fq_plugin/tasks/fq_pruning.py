@@ -15,7 +15,9 @@ update, so no ``--max-update`` is needed; the update counter continues from the 
 validates the pruned model and saves it without optimizer state (whose shapes would no longer match);
 the task copies that checkpoint to ``<save-dir>/checkpoint_pruned.pt``. The new per-layer FFN sizes are in
 its ``cfg.model`` (``encoder_ffn_dims``/``decoder_ffn_dims``), so ``fairseq-generate``, ``fairseq-train
---restore-file`` and other tools rebuild the pruned shapes with no extra option.
+--restore-file`` and other tools rebuild the pruned shapes with no extra option (a checkpoint whose FFNs are
+smaller than the built model's also shrinks it on load). ``--prune-stats FILE`` saves the statistics, and a later
+run with the same file reuses them, e.g. to compare thresholds or methods without collecting them again.
 """
 import logging
 import os

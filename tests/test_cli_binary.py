@@ -184,3 +184,21 @@ def test_bad_distillation_weights_fail_fast(data_bin, float_teacher, tmp_path):
     proc = train(data_bin, tmp_path / "bad", "--teacher-path", float_teacher, "--kd-alpha", "1.5",
                  arch="bmt_transformer_tiny", check=False, max_update=1)
     assert proc.returncode != 0 and "--kd-alpha must be in [0, 1]" in proc.stderr
+
+
+def test_binarized_model_prunes_and_translates(data_bin, tmp_path):
+    """FFN node pruning on BMT: fc1 rows, their extra-LayerNorm entries and fc2 columns go; the pruned
+    checkpoint translates with no extra options."""
+    base = tmp_path / "base"
+    train(data_bin, base, "--quant-start-update", "0", arch="bmt_transformer_tiny", max_update=20)
+    pruned = tmp_path / "pruned"
+    train(data_bin, pruned, "--task", "fq_pruning", "--restore-file", base / "checkpoint_last.pt",
+          "--prune-updates", "2", "--prune-method", "l1", "--prune-ratio", "0.25", "--prune-decoder",
+          arch="bmt_transformer_tiny", max_update=0)
+    state = _state(pruned / "checkpoint_pruned.pt")
+    for side in ("encoder", "decoder"):
+        assert state[f"{side}.layers.0.fc1.weight"].shape == (48, 64)
+        assert state[f"{side}.layers.0.fc1.output_norm.weight"].shape == (48,)
+        assert state[f"{side}.layers.0.fc2.weight"].shape == (64, 48)
+    _, hyps = generate_bleu(data_bin, pruned / "checkpoint_pruned.pt")
+    assert len(hyps) == 100

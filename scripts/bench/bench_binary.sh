@@ -13,30 +13,10 @@ WORK=${WORK:-work/bench_binary}
 UPDATES=${UPDATES:-1000}
 THREADS=${THREADS:-2}
 SEED=${SEED:-1}
-DATA=work/ende-debian
 FLOAT=work/bench_fqt/float/checkpoint_last.pt
-bash scripts/prepare_data.sh ../shared/data/ende-debian "$DATA"
-export OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS
-mkdir -p "$WORK"
-
-MODEL=(--encoder-embed-dim 128 --decoder-embed-dim 128 --encoder-ffn-embed-dim 512 --decoder-ffn-embed-dim 512
-       --encoder-layers 2 --decoder-layers 2 --encoder-attention-heads 4 --decoder-attention-heads 4
-       --share-all-embeddings --dropout 0.1)
-TRAIN=(--optimizer adam --adam-betas '(0.9,0.98)' --lr 0.003 --lr-scheduler inverse_sqrt --warmup-updates 300
-       --clip-norm 0.0 --label-smoothing 0.1 --max-tokens 4096 --seed "$SEED" --cpu
-       --no-epoch-checkpoints --save-interval-updates 200 --keep-interval-updates 1 --log-format simple
-       --log-interval 50 --num-workers 0 --user-dir fq_plugin --criterion qat_label_smoothed_cross_entropy)
+source scripts/bench/common.sh
+TRAIN+=(--criterion qat_label_smoothed_cross_entropy)
 QUANT=(--quant-start-update 100)  # float for the first 100 updates, as the FQT benchmark
-
-train() {  # name, extra args...
-  local name=$1; shift
-  if [ ! -s "$WORK/$name/done" ]; then
-    mkdir -p "$WORK/$name"
-    fairseq-train "$DATA/data-bin" --save-dir "$WORK/$name" "${TRAIN[@]}" "${MODEL[@]}" "$@" 2>&1 \
-      | tee -a "$WORK/$name/train.log"
-    grep -o "done training in [0-9.]*" "$WORK/$name/train.log" | tail -1 | awk '{print $4}' > "$WORK/$name/done"
-  fi
-}
 
 run() {
   case $1 in

@@ -1,12 +1,15 @@
 """Binarized Transformers through the real fairseq CLI on tiny data: BMT (weight-only and staged 1-bit
 activations, ablation flags), BitNet, BiT with multi-step distillation, ternary weights and fq-split."""
 import re
+from types import SimpleNamespace
 
 import pytest
 import torch
 from fairseq import checkpoint_utils
 
 import fq_plugin  # noqa: F401  (allows fairseq checkpoint types in torch.load)
+from fq_plugin.criterions.qat_label_smoothed_cross_entropy import QuantSchedule
+from fq_plugin.modules.binary_config import resolve_binary_args
 from fq_plugin.split import QUANTIZER_SUFFIX
 from helpers import PLUGIN_DIR, generate_bleu, preprocess, run_cli, train, write_lexicon_corpus
 
@@ -49,7 +52,7 @@ def test_bmt_staged_binarization_and_ablation_flags(data_bin, tmp_path):
     proc = train(data_bin, tmp_path, "--quant-start-update", "30", "--activation-quant-start-update", "90",
                  "--binarize-activations", "--no-extra-layernorm", "--no-attention-residual",
                  "--save-interval-updates", "60", "--keep-interval-updates", "5", "--log-interval", "10",
-                 arch="bmt_transformer_tiny", max_update=150)
+                 arch="bmt_transformer_tiny", max_update=120)
     at_60 = _state(next(tmp_path.glob("checkpoint_*_60.pt")))
     last = _state(tmp_path / "checkpoint_last.pt")
     assert _enabled(at_60, "weight") == {True} and _enabled(at_60, "activation") == {False}
@@ -107,7 +110,7 @@ def _logits(checkpoint, data_bin):
 def test_ternary_weights_split_into_an_equivalent_binary_model(data_bin, tmp_path):
     ternary = tmp_path / "ternary"
     train(data_bin, ternary, "--quant-start-update", "0", "--weight-quant", "ternary",
-          arch="bmt_transformer_tiny", max_update=150)
+          arch="bmt_transformer_tiny", max_update=80)
     source, split = ternary / "checkpoint_last.pt", tmp_path / "split.pt"
     before = source.read_bytes()
     run_cli("fq-split", source, split)
@@ -124,9 +127,9 @@ def test_ternary_weights_split_into_an_equivalent_binary_model(data_bin, tmp_pat
     # Fine-tuning continues from the split checkpoint with fairseq-train.
     tuned = tmp_path / "tuned"
     train(data_bin, tuned, "--quant-start-update", "0", "--weight-quant", "split_binary", "--restore-file", split,
-          arch="bmt_transformer_tiny", max_update=170)
+          arch="bmt_transformer_tiny", max_update=100)
     tuned_state = torch.load(tuned / "checkpoint_last.pt", map_location="cpu")
-    assert tuned_state["optimizer_history"][-1]["num_updates"] == 170
+    assert tuned_state["optimizer_history"][-1]["num_updates"] == 100
     assert not torch.equal(tuned_state["model"]["encoder.layers.0.fc1.weight_split"],
                            state["encoder.layers.0.fc1.weight_split"])
 
@@ -161,17 +164,30 @@ def other_vocabulary_teacher(tmp_path_factory):
 
 @pytest.mark.parametrize("arch, flags, message", [
     ("bmt_transformer_tiny", ("--activation-bits", "4"), "--activation-bits must be one of"),
-    ("bmt_transformer_tiny", ("--binarize-activations", "--activation-bits", "8"), "contradicts"),
-    ("bitnet_transformer_tiny", ("--binarize-activations",), "BitNet quantizes activations to 8 bits"),
     ("bit_transformer_tiny", ("--no-extra-layernorm",), "only apply to bmt_transformer"),
-    ("bmt_transformer_tiny", ("--weight-quant", "quaternary"), "invalid choice"),
     ("bmt_transformer_tiny", ("--teacher-path", "/nonexistent/teacher.pt"), "no checkpoint at"),
-    ("bmt_transformer_tiny", ("--activation-quant-start-update", "-5"), "must be >= 0"),
 ])
 def test_bad_binary_options_fail_fast(data_bin, tmp_path, arch, flags, message):
     proc = train(data_bin, tmp_path / "bad", *flags, arch=arch, check=False, max_update=1)
     assert proc.returncode != 0 and message in proc.stderr, proc.stderr[-2000:]
     assert not (tmp_path / "bad" / "checkpoint_last.pt").exists()
+
+
+@pytest.mark.parametrize("method, options, message", [
+    ("bmt", {"binarize_activations": True, "activation_bits": 8}, "contradicts"),
+    ("bitnet", {"binarize_activations": True}, "BitNet quantizes activations to 8 bits"),
+    ("bmt", {"weight_quant": "quaternary"}, "--weight-quant must be one of"),
+    ("bit", {"alpha_lr_scale": 0.0}, "--alpha-lr-scale must be > 0"),
+])
+def test_bad_binary_option_combinations_are_refused(method, options, message):
+    """The checks ``build_model`` runs before anything is built (the CLI cases above show the wiring)."""
+    with pytest.raises(ValueError, match=re.escape(message)):
+        resolve_binary_args(SimpleNamespace(**options), method)
+
+
+def test_bad_schedule_is_refused():
+    with pytest.raises(ValueError, match="must be >= 0"):
+        QuantSchedule(0, 0, activation_start_update=-5)
 
 
 def test_teacher_of_another_vocabulary_is_refused(data_bin, other_vocabulary_teacher, tmp_path):

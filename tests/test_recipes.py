@@ -360,8 +360,9 @@ def test_rerun_skips_finished_work(tiny_recipe):
     changed = [p for p, t in stamps.items() if p.stat().st_mtime_ns != t]
     assert not changed, changed
     dry = recipe("en_de", "run", "--dry-run", env=env).stdout
-    commands = [line for line in dry.splitlines() if not line.startswith("#")
-                and not (line.startswith("mkdir -p ") and "&&" not in line)]  # idempotent directory creation
+    # Left out: idempotent directory creation and read-only length checks of the prepared corpus.
+    commands = [line for line in dry.splitlines() if not line.startswith("#") and not line.startswith("test ")
+                and not (line.startswith("mkdir -p ") and "&&" not in line)]
     assert commands == [line for line in dry.splitlines() if line.startswith("fq-report")]
 
 

@@ -109,5 +109,6 @@ setup(
     extras_require={"test": ["pytest>=7"]},
     ext_modules=EXT_MODULES,
     cmdclass=CMDCLASS,
-    entry_points={"console_scripts": ["fq-report = fq_plugin.report:cli_main", "fq-split = fq_plugin.split:main"]},
+    entry_points={"console_scripts": ["fq-report = fq_plugin.report:cli_main", "fq-split = fq_plugin.split:main",
+                                        "fq-pack = fq_plugin.pack:main"]},
 )

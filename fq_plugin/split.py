@@ -8,10 +8,8 @@ the ternary one and can be fine-tuned with ``fairseq-train --restore-file``.
 """
 import argparse
 import logging
-import os
 import sys
 
-import torch
 
 from . import serialization
 from .quant.binarize import binarize_weight_l1, split_ternary, ternary_parts
@@ -20,28 +18,15 @@ logger = logging.getLogger("fq_plugin.split")
 QUANTIZER_SUFFIX = ".weight_quantizer.enabled"
 
 
-def _model_cfg(state):
-    """The model options of a fairseq checkpoint (a Namespace for legacy models, a dict for dataclass ones)."""
-    cfg = state.get("cfg")
-    model_cfg = cfg.get("model") if cfg is not None else None
-    return model_cfg if model_cfg is not None else state.get("args")
-
-
-def _option(model_cfg, name):
-    if isinstance(model_cfg, dict):
-        return model_cfg.get(name)
-    return getattr(model_cfg, name, None)
-
-
 def split_state(state):
     """Split every ternary matrix of a loaded checkpoint in place; returns the number of matrices split.
 
     Raises:
         ValueError: the checkpoint is not a ternary binarized model (or is already split).
     """
-    model_cfg = _model_cfg(state)
-    method = _option(model_cfg, "binary_method")
-    weight_quant = _option(model_cfg, "weight_quant")
+    model_cfg = serialization.model_options(state)
+    method = serialization.get_option(model_cfg, "binary_method")
+    weight_quant = serialization.get_option(model_cfg, "weight_quant")
     if not method:
         raise ValueError("not a checkpoint of a binarized model (bmt/bitnet/bit_transformer); nothing to split")
     if weight_quant != "ternary":
@@ -58,10 +43,7 @@ def split_state(state):
             raise ValueError(f"{prefix}: the split planes do not reproduce the ternary weights (error {error:.3g})")
         weights[prefix + ".weight"] = w1.to(w.dtype)
         weights[prefix + ".weight_split"] = w2.to(w.dtype)
-    if isinstance(model_cfg, dict):
-        model_cfg["weight_quant"] = "split_binary"
-    else:
-        model_cfg.weight_quant = "split_binary"
+    serialization.set_option(model_cfg, "weight_quant", "split_binary")
     # The optimizer state belongs to the half-size parameters: fine-tuning starts a fresh optimizer.
     state["last_optimizer_state"] = None
     return len(prefixes)
@@ -74,24 +56,13 @@ def main(argv=None):
     parser.add_argument("--force", action="store_true", help="overwrite OUTPUT if it exists")
     args = parser.parse_args(argv)
     logging.basicConfig(format="%(asctime)s | %(levelname)s | %(name)s | %(message)s", level=logging.INFO)
-    serialization.allow_fairseq_checkpoint_types()
-    if os.path.abspath(args.input) == os.path.abspath(args.output):
-        parser.error("OUTPUT must differ from INPUT (the input is never overwritten)")
-    if os.path.exists(args.output) and not args.force:
-        parser.error(f"{args.output} exists; pass --force to overwrite it")
-    try:
-        state = torch.load(args.input, map_location="cpu")  # weights_only (torch's default)
-    except FileNotFoundError:
-        parser.error(f"no such checkpoint: {args.input}")
-    except Exception as error:  # a truncated or foreign file: say what it is, not a traceback
-        parser.error(f"cannot read {args.input} as a checkpoint: {type(error).__name__}: {error}")
+    serialization.checkpoint_cli_paths(parser, args)
+    state = serialization.load_checkpoint_or_exit(parser, args.input)
     try:
         count = split_state(state)
     except ValueError as error:
         parser.error(str(error))
-    tmp = args.output + ".tmp"
-    torch.save(state, tmp)
-    os.replace(tmp, args.output)
+    serialization.save_atomically(state, args.output)
     logger.info(f"split {count} ternary matrices into two binary planes each: {args.output}")
     return 0
 

@@ -48,8 +48,8 @@ def ffn_layers(model) -> Dict[str, List[nn.Module]]:
 
 
 def ffn_size(layer) -> int:
-    """Number of FFN nodes of a layer (rows of ``fc1``)."""
-    return layer.fc1.weight.shape[0]
+    """Number of FFN nodes of a layer (output features of ``fc1``; packed layers have no ``weight``)."""
+    return layer.fc1.out_features
 
 
 def parse_ffn_dims(text: Optional[str], num_layers: int, max_dim: int, option: str) -> Optional[List[int]]:

@@ -18,6 +18,7 @@ from fairseq.modules.transformer_layer import TransformerDecoderLayerBase, Trans
 from fairseq.modules.checkpoint_activations import checkpoint_wrapper
 
 from .ffn_pruning import FFNDimsConfig, apply_ffn_dims
+from .packed_model import PackedConfig, to_packed_structure
 from ..modules.quant_activation import QuantActivation, QuantizeBeforeDropout
 from ..modules.quant_attention import QuantMultiheadAttention
 from ..modules.binary_config import spec_from_cfg
@@ -146,12 +147,14 @@ class FQTransformerModel(TransformerModel):
         super().add_args(parser)
         gen_parser_from_dataclass(parser, cls.config_class())
         gen_parser_from_dataclass(parser, FFNDimsConfig())  # per-layer FFN sizes of pruned models
+        gen_parser_from_dataclass(parser, PackedConfig())  # set in checkpoints written by fq-pack
 
     @classmethod
     def build_model(cls, args, task):
         spec_from_cfg(args)  # fail fast on bad --quant-* values
         # pruned models: FFN sizes from --encoder-ffn-dims/--decoder-ffn-dims or from the loaded checkpoint
-        return apply_ffn_dims(super().build_model(args, task), args)
+        model = apply_ffn_dims(super().build_model(args, task), args)
+        return to_packed_structure(model) if getattr(args, "packed", False) else model
 
     @classmethod
     def build_embedding(cls, args, dictionary, embed_dim, path=None):

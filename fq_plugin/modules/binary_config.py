@@ -4,6 +4,7 @@ from typing import Optional
 
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 
+from ..quant import WeightQuantizer
 from ..quant.binary_quantizers import BinaryWeightQuantizer, ElasticBinaryQuantizer, TokenQuantizer
 from .binary_linear import BinaryLinear
 from .quant_config import QuantSpec
@@ -11,6 +12,7 @@ from .quant_config import QuantSpec
 METHODS = ("bmt", "bitnet", "bit")
 WEIGHT_QUANT = ("binary", "ternary", "split_binary")
 ACTIVATION_BITS = (32, 8, 1)
+EMBEDDING_BITS = (32, 8)
 # Activation precision each method is published with (BMT's default is its weight-only model).
 DEFAULT_ACTIVATION_BITS = {"bmt": 32, "bitnet": 8, "bit": 1}
 BMT_ONLY = ("no_extra_layernorm", "no_attention_residual")
@@ -39,6 +41,10 @@ class BinaryConfig(FairseqDataclass):
                                          "in float (binarize only the projection inputs)"})
     alpha_lr_scale: float = field(
         default=1.0, metadata={"help": "BiT: learning-rate multiplier of the elastic activation scales alpha"})
+    embedding_bits: int = field(
+        default=32,
+        metadata={"help": "32: float embeddings and output projection (as the papers); 8: fake-quantize them per "
+                          "row to 8 bits while training, so that fq-pack stores them in 8 bits exactly"})
 
 
 def resolve_binary_args(args, method):
@@ -65,6 +71,8 @@ def resolve_binary_args(args, method):
         if used:
             flags = ", ".join("--" + name.replace("_", "-") for name in used)
             raise ValueError(f"{flags} only apply to bmt_transformer (BMT's architectural changes)")
+    if getattr(args, "embedding_bits", 32) not in EMBEDDING_BITS:
+        raise ValueError(f"--embedding-bits must be one of {EMBEDDING_BITS}, got {args.embedding_bits}")
     if getattr(args, "alpha_lr_scale", 1.0) <= 0:
         raise ValueError("--alpha-lr-scale must be > 0")
 
@@ -72,12 +80,13 @@ def resolve_binary_args(args, method):
 class BinarySpec:
     """Builds the layers of a binarized Transformer; same interface as ``QuantSpec`` so fq_transformer's
     layers and attention take either. Embeddings, positions, the output projection and LayerNorms stay
-    float (seed 001 keeps embeddings and the output layer in high precision; we do so for all methods)."""
+    float (seed 001 keeps embeddings and the output layer in high precision; we do so for all methods),
+    except the embeddings and output projection with ``--embedding-bits 8`` (for small packed files)."""
 
     points = frozenset()  # none of the 8-bit FQT points
 
     def __init__(self, method, weight_quant="binary", activation_bits=32, extra_layernorm=True,
-                 attention_residual=True, binarize_attention=True, alpha_lr_scale=1.0):
+                 attention_residual=True, binarize_attention=True, alpha_lr_scale=1.0, embedding_bits=32):
         self.method = method
         self.weight_mode = method if weight_quant == "binary" else weight_quant
         self.split = weight_quant == "split_binary"
@@ -86,17 +95,22 @@ class BinarySpec:
         self.attention_residual = method == "bmt" and attention_residual
         self.binarize_attention = activation_bits == 1 and binarize_attention
         self.alpha_lr_scale = alpha_lr_scale
+        self.embedding_bits = embedding_bits
 
     @classmethod
     def from_cfg(cls, cfg):
         return cls(cfg.binary_method, getattr(cfg, "weight_quant", "binary"), cfg.activation_bits,
                    not getattr(cfg, "no_extra_layernorm", False), not getattr(cfg, "no_attention_residual", False),
-                   not getattr(cfg, "no_binarize_attention", False), getattr(cfg, "alpha_lr_scale", 1.0))
+                   not getattr(cfg, "no_binarize_attention", False), getattr(cfg, "alpha_lr_scale", 1.0),
+                   getattr(cfg, "embedding_bits", 32))
 
     def has(self, point) -> bool:
         return False
 
     def weight(self, name="weight", matrix=True):
+        """8-bit per-row quantizers of the embedding table and output projection with ``--embedding-bits 8``."""
+        if self.embedding_bits == 8 and name in ("embedding", "output"):
+            return WeightQuantizer(8, bucketed=True, name=name)
         return None
 
     def activation(self, point, channels, bucket_dim=-1, **kwargs):

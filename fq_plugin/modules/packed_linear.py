@@ -1,0 +1,237 @@
+"""Layers of packed checkpoints (``fq-pack``): integer or bit weights, run by the ``fq_plugin.ops`` kernels.
+
+Each packed layer replaces a fake-quantized layer of the same model and computes the same function from
+the same integer codes, so a packed checkpoint translates like the QAT checkpoint it came from:
+
+* ``PackedInt8Linear`` (from ``QuantLinear``): k-bit affine codes per output row, stored one per byte.
+  When its input is the output of a single-range affine quantizer (linked by the model), the input codes
+  are recovered exactly and the int8 GEMM runs; otherwise the weight is dequantized once and ``F.linear``
+  runs (exact, no speed-up).
+* ``PackedBinaryLinear`` (from ``BinaryLinear``): one or two planes of sign bits (binary, split binary,
+  ternary) with a scale per row; 1-bit x 8-bit or 1-bit x 1-bit kernels for quantized inputs, the
+  dequantized weight for float inputs.
+* ``PackedEmbedding`` (from ``QuantEmbedding``): 8-bit rows dequantized on lookup.
+
+The ``pack_*`` functions turn a trained weight into these tensors; they define the file format.
+"""
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import ops
+from ..quant import WeightQuantizer, valid_positions
+from ..quant.affine import affine_scale
+from ..quant.binary_quantizers import ElasticBinaryQuantizer, TokenQuantizer
+
+INT8_OFFSET = 128  # the int8 GEMM takes signed weight codes: c - 128, with the zero point moved by 128 steps
+
+
+def pack_int8_weight(weight: torch.Tensor, quantizer: WeightQuantizer) -> dict:
+    """Codes of a weight fake-quantized by ``quantizer`` (per row or per tensor).
+
+    Returns:
+        ``weight_codes`` uint8 [N, K], ``weight_scale``/``weight_min`` float32 [N] with
+        ``dequantized = weight_min + weight_codes * weight_scale`` per row, bit for bit the fake-quantized weight.
+    """
+    w = weight.detach().float()
+    lo, hi = quantizer.ranges(w)
+    lo = lo.reshape(-1).expand(w.shape[0]).contiguous()
+    hi = hi.reshape(-1).expand(w.shape[0]).contiguous()
+    return {"weight_codes": ops.quantize_affine_u8(w, lo, hi, quantizer.bits),
+            "weight_scale": affine_scale(lo, hi, quantizer.bits), "weight_min": lo}
+
+
+def _register_codes(module, rows, cols):
+    module.register_buffer("weight_codes", torch.zeros(rows, cols, dtype=torch.uint8))
+    module.register_buffer("weight_scale", torch.ones(rows))
+    module.register_buffer("weight_min", torch.zeros(rows))
+
+
+def _dequantize_rows(codes, scale, minimum):
+    """``minimum + codes * scale`` row by row, the same float operation as the fake quantizer's."""
+    return torch.addcmul(minimum.unsqueeze(-1), codes.float(), scale.unsqueeze(-1))
+
+
+def _sign_plane(values: torch.Tensor, positive: torch.Tensor):
+    """(packed bits, per-row scale) of a plane whose entries are +-scale (``positive`` True for +)."""
+    return ops.pack_signs(positive), values.abs().amax(dim=1)
+
+
+def pack_binary_weight(planes) -> dict:
+    """Bit planes of binarized weights (each [N, K] holding +-s_n per row) or of one ternary weight.
+
+    Args:
+        planes: list of dequantized weights: one binary plane, two binary planes (split binary) whose
+            sum is the weight, or one ternary weight ({-a, 0, a} per row) given as ``("ternary", w)``.
+    Returns:
+        ``weight_bits`` int32 [P * N, ceil(K / 32)] and ``weight_scale`` float32 [P * N]; the weight is the
+        sum over planes p of ``weight_scale[p N + n] * (+1 if bit else -1)``.
+    Raises:
+        ValueError: a plane has more than one magnitude in a row (it is not binary).
+    """
+    if isinstance(planes, tuple) and planes[0] == "ternary":
+        w = planes[1].detach().float()
+        alpha = w.abs().amax(dim=1, keepdim=True)
+        if not ((w.abs() == alpha) | (w == 0)).all():
+            raise ValueError("a ternary weight has more than one non-zero magnitude in a row")
+        # t = (s1 + s2) / 2 with s1 = sign(t >= 0), s2 = sign(t > 0): two sign planes of scale alpha / 2.
+        bits = [ops.pack_signs(w >= 0), ops.pack_signs(w > 0)]
+        scales = [alpha[:, 0] / 2] * 2
+    else:
+        bits, scales = [], []
+        for plane in planes:
+            w = plane.detach().float()
+            plane_bits, scale = _sign_plane(w, w > 0)
+            if not (w.abs() == scale[:, None]).all():
+                raise ValueError("a binarized weight has more than one magnitude in a row")
+            bits.append(plane_bits)
+            scales.append(scale)
+    return {"weight_bits": torch.cat(bits), "weight_scale": torch.cat(scales)}
+
+
+class PackedInt8Linear(nn.Module):
+    """Linear layer with k-bit affine weight codes per row (see the module docstring).
+
+    Args:
+        in_features, out_features, bias: as ``nn.Linear``.
+        output_quantizer: the output's quantizer of the ``QuantLinear`` it replaces (kept as is).
+    Attributes:
+        input_quantizer: the quantizer whose output this layer reads, set by the model (not saved); the int8
+            GEMM runs only when it is a calibrated single-range affine quantizer.
+    """
+
+    def __init__(self, in_features, out_features, bias=True, output_quantizer=None):
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        _register_codes(self, out_features, in_features)
+        self.bias = nn.Parameter(torch.zeros(out_features), requires_grad=False) if bias else None
+        self.output_quantizer = output_quantizer
+        self.input_quantizer = None
+        self._cache = {}
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        self._cache.clear()
+        super()._load_from_state_dict(*args, **kwargs)
+
+    def _input_grid(self):
+        """``(x_min, x_max, x_scale, bits)`` of the linked input quantizer, or None (float path)."""
+        q = self.input_quantizer
+        if q is None or not q._enabled or q.num_buckets != 1 or not bool(q.initialized.all()):
+            return None
+        if "grid" not in self._cache:
+            self._cache["grid"] = (q.x_min, q.x_max, affine_scale(q.x_min, q.x_max, q.bits), q.bits)
+        return self._cache["grid"]
+
+    def dense_weight(self):
+        """The dequantized float weight (cached): what the fake-quantized model multiplied with."""
+        if "dense" not in self._cache:
+            self._cache["dense"] = _dequantize_rows(self.weight_codes, self.weight_scale, self.weight_min)
+        return self._cache["dense"]
+
+    def _kernel_weight(self):
+        """Signed codes, zero points and code sums of the int8 GEMM (cached)."""
+        if "kernel" not in self._cache:
+            signed = (self.weight_codes.to(torch.int16) - INT8_OFFSET).to(torch.int8)
+            self._cache["kernel"] = (signed, self.weight_min + INT8_OFFSET * self.weight_scale,
+                                     signed.sum(dim=1, dtype=torch.int32))
+        return self._cache["kernel"]
+
+    def forward(self, x):
+        grid = self._input_grid() if x.dtype == torch.float32 else None
+        if grid is None:
+            y = F.linear(x, self.dense_weight().to(x.dtype), self.bias)
+        else:
+            x_min, x_max, x_scale, bits = grid
+            w_q, w_zero, w_sum = self._kernel_weight()
+            rows = x.reshape(-1, self.in_features)
+            codes = torch.ops.fq_plugin.quantize_affine_u8(rows, x_min, x_max, bits)
+            y = torch.ops.fq_plugin.int8_linear(codes, x_scale, x_min, w_q, self.weight_scale, w_zero, w_sum,
+                                                self.bias)
+            y = y.view(x.shape[:-1] + (self.out_features,))
+        if self.output_quantizer is not None:
+            y = self.output_quantizer(y, valid_positions(y))
+        return y
+
+    def extra_repr(self):
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+class PackedBinaryLinear(nn.Module):
+    """``OutNorm(sum_p scale_p * sign_p(W) . Q(InNorm(x)) + bias)`` from bit planes (see the module docstring).
+
+    Args:
+        in_features, out_features, bias: as ``nn.Linear``.
+        planes: 1 (binary) or 2 (split binary, ternary).
+        input_quantizer, input_norm, output_norm: those of the ``BinaryLinear`` it replaces.
+    """
+
+    def __init__(self, in_features, out_features, bias=True, planes=1, input_quantizer=None, input_norm=None,
+                 output_norm=None):
+        super().__init__()
+        self.in_features, self.out_features, self.planes = in_features, out_features, planes
+        words = ops.words_for(in_features)
+        self.register_buffer("weight_bits", torch.zeros(planes * out_features, words, dtype=torch.int32))
+        self.register_buffer("weight_scale", torch.zeros(planes * out_features))
+        self.bias = nn.Parameter(torch.zeros(out_features), requires_grad=False) if bias else None
+        self.input_quantizer = input_quantizer
+        self.input_norm = input_norm
+        self.output_norm = output_norm
+        self._cache = {}
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        self._cache.clear()
+        super()._load_from_state_dict(*args, **kwargs)
+
+    def dense_weight(self):
+        """The dequantized float weight (cached), for float inputs."""
+        if "dense" not in self._cache:
+            signs = ops.unpack_signs(self.weight_bits, self.in_features) * self.weight_scale[:, None]
+            self._cache["dense"] = signs.view(self.planes, self.out_features, self.in_features).sum(dim=0)
+        return self._cache["dense"]
+
+    def _binary_matmul(self, rows):
+        """``rows @ W^T`` (no bias) by the kernel that matches the input quantizer."""
+        q, k = self.input_quantizer, self.in_features
+        if isinstance(q, TokenQuantizer) and q.mode == "absmax8":
+            codes, scale = torch.ops.fq_plugin.quantize_absmax_i8(rows)
+            y = torch.ops.fq_plugin.binary_linear_w1a8(codes, scale, self.weight_bits, self.weight_scale, None, k)
+        else:  # 1-bit inputs: the quantizer's own +-a / {0, a} values, packed to bits with their scale
+            binary = q(rows)
+            unsigned = q.unsigned if isinstance(q, ElasticBinaryQuantizer) else q.mode == "binary_unsigned"
+            y = torch.ops.fq_plugin.binary_linear_w1a1(torch.ops.fq_plugin.pack_signs(binary),
+                                                       binary.abs().amax(dim=1), self.weight_bits,
+                                                       self.weight_scale, None, k, unsigned)
+        if self.planes > 1:
+            y = y.view(-1, self.planes, self.out_features).sum(dim=1)
+        return y
+
+    def forward(self, x):
+        if self.input_norm is not None:
+            x = self.input_norm(x)
+        q = self.input_quantizer
+        if q is None or not q._enabled or x.dtype != torch.float32:
+            y = F.linear(x, self.dense_weight().to(x.dtype), self.bias)
+        else:
+            y = self._binary_matmul(x.reshape(-1, self.in_features)).view(x.shape[:-1] + (self.out_features,))
+            if self.bias is not None:
+                y = y + self.bias
+        return self.output_norm(y) if self.output_norm is not None else y
+
+    def extra_repr(self):
+        return (f"in_features={self.in_features}, out_features={self.out_features}, planes={self.planes}, "
+                f"bias={self.bias is not None}")
+
+
+class PackedEmbedding(nn.Module):
+    """Embedding table of 8-bit row codes, dequantized on lookup (exactly the fake-quantized table)."""
+
+    def __init__(self, num_embeddings, embedding_dim, padding_idx=None):
+        super().__init__()
+        self.num_embeddings, self.embedding_dim, self.padding_idx = num_embeddings, embedding_dim, padding_idx
+        _register_codes(self, num_embeddings, embedding_dim)
+
+    def forward(self, tokens):
+        return _dequantize_rows(self.weight_codes[tokens], self.weight_scale[tokens], self.weight_min[tokens])
+
+    def extra_repr(self):
+        return f"{self.num_embeddings}, {self.embedding_dim}, padding_idx={self.padding_idx}"

@@ -53,10 +53,11 @@ def cli_env(extra=None):
     return dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", **(extra or {}))
 
 
-def run_cli(tool, *args, cwd=None, check=True, env=None, timeout=900):
-    """Run a fairseq console script from this environment; return the CompletedProcess (text)."""
+def run_cli(tool, *args, cwd=None, check=True, env=None, timeout=900, input_text=None):
+    """Run a fairseq console script from this environment (``input_text`` on its stdin); return the
+    CompletedProcess (text)."""
     proc = subprocess.run([str(BIN / tool), *map(str, args)], cwd=cwd, env=cli_env(env), capture_output=True,
-                          text=True, timeout=timeout)
+                          text=True, timeout=timeout, input=input_text)
     if check and proc.returncode != 0:
         raise AssertionError(f"{tool} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
     return proc

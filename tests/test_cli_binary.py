@@ -133,6 +133,14 @@ def test_ternary_weights_split_into_an_equivalent_binary_model(data_bin, tmp_pat
     assert not torch.equal(tuned_state["model"]["encoder.layers.0.fc1.weight_split"],
                            state["encoder.layers.0.fc1.weight_split"])
 
+    # Both pack into two bit planes per matrix and translate as before packing.
+    for checkpoint, planes_differ in ((source, False), (tuned / "checkpoint_last.pt", True)):
+        packed = tmp_path / f"packed_{checkpoint.parent.name}.pt"
+        run_cli("fq-pack", checkpoint, packed)
+        scales = _state(packed)["encoder.layers.0.fc1.weight_scale"].view(2, -1)
+        assert torch.equal(scales[0], scales[1]) != planes_differ  # ternary: alpha/2 twice; tuned split: own scales
+        assert generate_bleu(data_bin, packed)[1] == generate_bleu(data_bin, checkpoint)[1]
+
 
 def test_fq_split_refuses_what_it_cannot_split(data_bin, tmp_path):
     binary = tmp_path / "binary"

@@ -52,9 +52,14 @@ def _dequantize_rows(codes, scale, minimum):
     return torch.addcmul(minimum.unsqueeze(-1), codes.float(), scale.unsqueeze(-1))
 
 
-def _sign_plane(values: torch.Tensor, positive: torch.Tensor):
-    """(packed bits, per-row scale) of a plane whose entries are +-scale (``positive`` True for +)."""
-    return ops.pack_signs(positive), values.abs().amax(dim=1)
+def _row_magnitude(w: torch.Tensor, mask: torch.Tensor, what: str) -> torch.Tensor:
+    """The one magnitude per row of the entries in ``mask``. Straight-through binarizers return
+    ``w + (q - w)``, which is ``q`` up to a rounding error, hence the tolerance."""
+    count = mask.sum(dim=1).clamp(min=1)
+    magnitude = (w.abs() * mask).sum(dim=1) / count
+    if ((w.abs() - magnitude[:, None]).abs() * mask > 1e-5 * magnitude[:, None] + 1e-30).any():
+        raise ValueError(f"a {what} weight has more than one magnitude in a row")
+    return magnitude
 
 
 def pack_binary_weight(planes) -> dict:
@@ -67,25 +72,20 @@ def pack_binary_weight(planes) -> dict:
         ``weight_bits`` int32 [P * N, ceil(K / 32)] and ``weight_scale`` float32 [P * N]; the weight is the
         sum over planes p of ``weight_scale[p N + n] * (+1 if bit else -1)``.
     Raises:
-        ValueError: a plane has more than one magnitude in a row (it is not binary).
+        ValueError: a plane has more than one magnitude in a row (it is not binary or ternary).
     """
     if isinstance(planes, tuple) and planes[0] == "ternary":
         w = planes[1].detach().float()
-        alpha = w.abs().amax(dim=1, keepdim=True)
-        if not ((w.abs() == alpha) | (w == 0)).all():
-            raise ValueError("a ternary weight has more than one non-zero magnitude in a row")
+        alpha = _row_magnitude(w, w != 0, "ternary")
         # t = (s1 + s2) / 2 with s1 = sign(t >= 0), s2 = sign(t > 0): two sign planes of scale alpha / 2.
         bits = [ops.pack_signs(w >= 0), ops.pack_signs(w > 0)]
-        scales = [alpha[:, 0] / 2] * 2
+        scales = [alpha / 2] * 2
     else:
         bits, scales = [], []
         for plane in planes:
             w = plane.detach().float()
-            plane_bits, scale = _sign_plane(w, w > 0)
-            if not (w.abs() == scale[:, None]).all():
-                raise ValueError("a binarized weight has more than one magnitude in a row")
-            bits.append(plane_bits)
-            scales.append(scale)
+            bits.append(ops.pack_signs(w > 0))
+            scales.append(_row_magnitude(w, torch.ones_like(w, dtype=torch.bool), "binarized"))
     return {"weight_bits": torch.cat(bits), "weight_scale": torch.cat(scales)}
 
 

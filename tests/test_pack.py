@@ -1,0 +1,163 @@
+"""fq-pack through the real CLI: a packed checkpoint translates like the fake-quantized checkpoint it came from
+(fairseq-generate and fairseq-interactive), runs the integer/bit kernels, is smaller, and bad inputs are refused
+without touching the input."""
+import pytest
+import torch
+
+import fq_plugin  # noqa: F401  (allows fairseq checkpoint types in torch.load)
+from fairseq import checkpoint_utils
+from fq_plugin.modules.packed_linear import PackedBinaryLinear, PackedEmbedding, PackedInt8Linear
+from fq_plugin.pack import pack_state
+
+from helpers import generate_bleu, run_cli, train
+
+
+def _load(path):
+    return torch.load(path, map_location="cpu")  # weights_only (torch's default)
+
+
+def _pack(source, target):
+    before = source.read_bytes()
+    run_cli("fq-pack", source, target)
+    assert source.read_bytes() == before  # the input is never modified
+    return target
+
+
+def _model_bytes(path):
+    """Bytes of the tensors fairseq-generate uses (the float checkpoint also holds optimizer state)."""
+    seen, total = set(), 0
+    for tensor in _load(path)["model"].values():
+        key = tensor.untyped_storage().data_ptr()
+        if key not in seen:
+            seen.add(key)
+            total += tensor.untyped_storage().nbytes()
+    return total
+
+
+def _assert_same_translations(data, checkpoint, packed, min_bleu=None):
+    bleu, hyps = generate_bleu(data, checkpoint)
+    packed_bleu, packed_hyps = generate_bleu(data, packed)
+    same = sum(hyps[k] == packed_hyps.get(k) for k in hyps)
+    assert len(hyps) == 100 and same >= 99, f"only {same} of {len(hyps)} translations identical"
+    assert abs(bleu - packed_bleu) <= 0.1
+    if min_bleu is not None:
+        assert packed_bleu > min_bleu
+    return hyps
+
+
+def _packed_layers(path, data):
+    models, _ = checkpoint_utils.load_model_ensemble([str(path)], arg_overrides={"data": str(data)})
+    return {name: m for name, m in models[0].named_modules()
+            if isinstance(m, (PackedInt8Linear, PackedBinaryLinear, PackedEmbedding))}
+
+
+@pytest.fixture(scope="module")
+def fqt_deploy(data_bin, tmp_path_factory):
+    """8-bit FQT with one range per activation (weights per row): every GEMM input has a single grid; output
+    projection tied to the decoder embeddings."""
+    save = tmp_path_factory.mktemp("fqt_deploy")
+    train(data_bin, save, "--quant-start-update", "0", "--quant-bucketing", "weight",
+          "--share-decoder-input-output-embed", max_update=150)
+    return save / "checkpoint_last.pt"
+
+
+def test_packed_int8_model_translates_like_the_qat_model_with_int8_gemms(data_bin, fqt_deploy, tmp_path):
+    packed = _pack(fqt_deploy, tmp_path / "packed.pt")
+    _assert_same_translations(data_bin, fqt_deploy, packed, min_bleu=30)  # far above chance (~2)
+    layers = _packed_layers(packed, data_bin)
+    linears = [m for m in layers.values() if isinstance(m, PackedInt8Linear)]
+    assert len(linears) == 2 * 6 + 2 * 10 + 1  # every projection and the output projection
+    assert all(m._input_grid() is not None for m in linears), "a layer fell back to float"
+    output = layers["decoder.output_projection"]
+    assert output.weight_codes is layers["decoder.embed_tokens"].weight_codes  # tied to the embeddings
+    assert _model_bytes(packed) < 0.3 * _model_bytes(fqt_deploy)
+
+
+def test_fairseq_interactive_reads_a_packed_checkpoint(data_bin, fqt_deploy, tmp_path):
+    packed = _pack(fqt_deploy, tmp_path / "packed.pt")
+    lines = "s1 s2 s3\ns5 s7 s11 s13\n"
+    outputs = []
+    for checkpoint in (fqt_deploy, packed):
+        proc = run_cli("fairseq-interactive", data_bin, "--user-dir", fq_plugin.__path__[0], "--path", checkpoint,
+                       "--beam", "4", "--cpu", "--source-lang", "src", "--target-lang", "tgt", input_text=lines)
+        outputs.append([line.split("\t") for line in proc.stdout.splitlines() if line.startswith("H-")])
+    assert len(outputs[0]) == 2
+    for (sid, score, hyp), (packed_sid, packed_score, packed_hyp) in zip(*outputs):
+        # same hypothesis; the score differs only by float rounding (integer GEMM vs float GEMM)
+        assert (sid, hyp) == (packed_sid, packed_hyp) and abs(float(score) - float(packed_score)) < 1e-4
+
+
+def test_paper_bucketing_packs_exactly_with_float_gemms_where_inputs_have_per_feature_ranges(data_bin, tmp_path):
+    train(data_bin, tmp_path / "fqt", "--quant-start-update", "0", max_update=40)
+    source = tmp_path / "fqt" / "checkpoint_last.pt"
+    packed = _pack(source, tmp_path / "packed.pt")
+    _assert_same_translations(data_bin, source, packed)
+    linears = {n: m for n, m in _packed_layers(packed, data_bin).items() if isinstance(m, PackedInt8Linear)}
+    # Only fc2 reads a single-range point (the ReLU output); the paper buckets the other inputs per feature.
+    assert {n for n, m in linears.items() if m._input_grid() is not None} == {n for n in linears if n.endswith("fc2")}
+
+
+@pytest.mark.parametrize("arch, flags, kernel", [
+    ("bitnet_transformer_tiny", ["--embedding-bits", "8"], "w1a8"),
+    ("bit_transformer_tiny", [], "w1a1"),
+    ("bmt_transformer_tiny", ["--binarize-activations", "--no-binarize-attention"], "w1a1"),
+])
+def test_packed_binarized_models_translate_like_their_qat_models(data_bin, tmp_path, arch, flags, kernel):
+    train(data_bin, tmp_path / "run", "--quant-start-update", "0", *flags, arch=arch, max_update=60)
+    source = tmp_path / "run" / "checkpoint_last.pt"
+    packed = _pack(source, tmp_path / "packed.pt")
+    _assert_same_translations(data_bin, source, packed)
+    layers = _packed_layers(packed, data_bin)
+    binary = [m for m in layers.values() if isinstance(m, PackedBinaryLinear)]
+    assert len(binary) == 2 * 6 + 2 * 10 and all(m.input_quantizer._enabled for m in binary)
+    state = _load(packed)["model"]
+    assert state["encoder.layers.0.fc1.weight_bits"].dtype == torch.int32
+    if "--embedding-bits" in flags:  # embeddings and output projection 8-bit: everything but norms is packed
+        assert isinstance(layers["decoder.output_projection"], PackedInt8Linear)
+        assert _model_bytes(packed) < 0.2 * _model_bytes(source)
+
+
+@pytest.fixture(scope="module")
+def float_state(data_bin, tmp_path_factory):
+    """A checkpoint saved before quantization was switched on."""
+    save = tmp_path_factory.mktemp("not_quantized")
+    train(data_bin, save, "--quant-start-update", "1000", max_update=5)
+    return save / "checkpoint_last.pt"
+
+
+def test_fq_pack_refuses_what_it_cannot_pack_and_keeps_its_input(data_bin, fqt_deploy, float_state, tmp_path):
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(fqt_deploy.read_bytes()[:5000])
+    exists = tmp_path / "exists.pt"
+    exists.write_text("keep me")
+    packed = _pack(fqt_deploy, tmp_path / "packed.pt")
+    cases = [((float_state, tmp_path / "a.pt"), "nothing to pack"),
+             ((corrupt, tmp_path / "b.pt"), "cannot read"),
+             ((fqt_deploy, fqt_deploy), "OUTPUT must differ from INPUT"),
+             ((fqt_deploy, exists), "exists; pass --force")]
+    for args, message in cases:
+        before = args[0].read_bytes() if args[0].exists() else None
+        proc = run_cli("fq-pack", *args, check=False)
+        assert proc.returncode != 0 and message in proc.stderr, (args, proc.stderr[-2000:])
+        assert "Traceback" not in proc.stderr
+        if before is not None:
+            assert args[0].read_bytes() == before
+    assert exists.read_text() == "keep me"
+    assert not (tmp_path / "a.pt").exists() and not (tmp_path / "b.pt").exists()
+
+    with pytest.raises(ValueError, match="packed already"):
+        pack_state(_load(packed))
+    state = _load(fqt_deploy)
+    state["cfg"]["model"].arch = "transformer_tiny"  # a stock fairseq model: not ours to pack
+    with pytest.raises(ValueError, match="not an fq_plugin model"):
+        pack_state(state)
+
+
+def test_pruned_checkpoint_packs_and_translates(data_bin, fqt_deploy, tmp_path):
+    train(data_bin, tmp_path / "pruned", "--task", "fq_pruning", "--restore-file", fqt_deploy, "--prune-updates",
+          "3", "--prune-method", "xmax", "--prune-ratio", "0.25", "--prune-decoder", "--quant-bucketing", "weight",
+          "--share-decoder-input-output-embed", max_update=0)
+    source = tmp_path / "pruned" / "checkpoint_pruned.pt"
+    packed = _pack(source, tmp_path / "packed.pt")
+    _assert_same_translations(data_bin, source, packed)
+    assert _load(packed)["model"]["decoder.layers.1.fc1.weight_codes"].shape[0] == 48  # 64 nodes less 25 %

@@ -56,5 +56,15 @@ def fake_quantize(x, x_min, x_max, bits: int = 8, pass_clamped: bool = False):
     Returns:
         A tensor like ``x`` holding at most 2^k distinct values per bucket. +/-Inf saturate to the range.
     """
-    return FakeQuantSTE.apply(x, x_min, x_max, bits, pass_clamped)
+    if torch.is_grad_enabled() and x.requires_grad:
+        return FakeQuantSTE.apply(x, x_min, x_max, bits, pass_clamped)
+    x_min = x_min.to(x.dtype)
+    return fake_quantize_with_scale(x, x_min, affine_scale(x_min, x_max.to(x.dtype), bits), bits)
+
+
+def fake_quantize_with_scale(x, x_min, scale, bits: int = 8):
+    """The values of :func:`fake_quantize` without gradient bookkeeping, for a precomputed step ``scale``
+    (inference: the same operations, so the same bits, as the training path)."""
+    steps = (x - x_min) / scale
+    return torch.addcmul(x_min, torch.round_(steps).clamp_(0, 2**bits - 1), scale)
 

@@ -8,7 +8,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .affine import check_bits, fake_quantize
+from .affine import affine_scale, check_bits, fake_quantize, fake_quantize_with_scale
 
 
 def _reduce_all_but(x: torch.Tensor, dim, op) -> torch.Tensor:
@@ -190,6 +190,10 @@ class ActivationQuantizer(Quantizer):
             self.observe(x, valid)
         elif torch.isnan(x).any():
             raise FloatingPointError(f"NaN reached the quantizer '{self.name}'")
+        elif not (torch.is_grad_enabled() and x.requires_grad) and x.dtype == torch.float32:
+            frozen = self._frozen_grid(x)
+            if frozen is not None:
+                return fake_quantize_with_scale(x, *frozen, self.bits)
         shape = self._range_shape(x)
         lo, hi = self.x_min.view(shape), self.x_max.view(shape)
         if not self.initialized.all():
@@ -203,6 +207,18 @@ class ActivationQuantizer(Quantizer):
             out = fake_quantize(x, lo, hi, self.bits, self.pass_clamped)
             return torch.where(init, out, x)
         return fake_quantize(x, lo, hi, self.bits, self.pass_clamped)
+
+    def _frozen_grid(self, x):
+        """``(x_min, scale)`` shaped for ``x`` when every bucket is calibrated, cached while the range buffers
+        are unchanged (inference does not recompute the step sizes and checks per call); else None."""
+        key = (x.dim(), self.x_min.data_ptr(), self.x_min._version, self.x_max._version, self.initialized._version)
+        if getattr(self, "_grid_key", None) != key:
+            shape = self._range_shape(x)
+            self._grid = None
+            if bool(self.initialized.all()):
+                self._grid = (self.x_min.view(shape), affine_scale(self.x_min, self.x_max, self.bits).view(shape))
+            self._grid_key = key
+        return self._grid
 
     def select_buckets(self, keep: torch.Tensor):
         """Keep only the buckets ``keep`` (LongTensor), e.g. the features left after FFN node pruning;

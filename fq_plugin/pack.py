@@ -18,7 +18,7 @@ from . import serialization
 from .models.ffn_pruning import SIDES, format_ffn_dims
 from .models.fq_transformer import FQTransformerModel
 from .modules.binary_config import BinarySpec, spec_from_cfg
-from .modules.packed_linear import pack_binary_weight, pack_int8_weight
+from .modules.packed_linear import binary_planes, pack_binary_weight, pack_int8_weight
 from .quant.binary_quantizers import BinaryWeightQuantizer
 
 logger = logging.getLogger("fq_plugin.pack")
@@ -83,11 +83,7 @@ def pack_state(state):
                 quantizer = BinaryWeightQuantizer(spec.weight_mode)
                 quantizer.set_enabled(True)
                 split = weights.pop(prefix + ".weight_split", None)
-                if spec.weight_mode == "ternary":
-                    planes = ("ternary", quantizer(weight.float()))
-                else:
-                    planes = [quantizer(w.float()) for w in (weight, split) if w is not None]
-                packed_by_source[source] = pack_binary_weight(planes)
+                packed_by_source[source] = pack_binary_weight(binary_planes(quantizer, weight, split))
             else:
                 quantizer = spec.weight({"embed_tokens": "embedding", "output_projection": "output"}.get(
                     prefix.split(".")[-1], "weight"))

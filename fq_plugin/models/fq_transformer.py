@@ -18,7 +18,7 @@ from fairseq.modules.transformer_layer import TransformerDecoderLayerBase, Trans
 from fairseq.modules.checkpoint_activations import checkpoint_wrapper
 
 from .ffn_pruning import FFNDimsConfig, apply_ffn_dims
-from .packed_model import PackedConfig, to_packed_structure
+from .packed_model import PackedConfig, link_gemm_inputs, to_packed_structure
 from ..modules.quant_activation import QuantActivation, QuantizeBeforeDropout
 from ..modules.quant_attention import QuantMultiheadAttention
 from ..modules.binary_config import spec_from_cfg
@@ -154,7 +154,7 @@ class FQTransformerModel(TransformerModel):
         spec_from_cfg(args)  # fail fast on bad --quant-* values
         # pruned models: FFN sizes from --encoder-ffn-dims/--decoder-ffn-dims or from the loaded checkpoint
         model = apply_ffn_dims(super().build_model(args, task), args)
-        return to_packed_structure(model) if getattr(args, "packed", False) else model
+        return to_packed_structure(model) if getattr(args, "packed", False) else link_gemm_inputs(model)
 
     @classmethod
     def build_embedding(cls, args, dictionary, embed_dim, path=None):

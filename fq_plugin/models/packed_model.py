@@ -63,18 +63,20 @@ def _output_quantizer(module):
 
 
 def _link(linear, quantizer):
-    if isinstance(linear, PackedInt8Linear):
+    if isinstance(linear, (PackedInt8Linear, QuantLinear)):
         object.__setattr__(linear, "input_quantizer", quantizer)  # a reference, not a submodule: not saved
 
 
 def link_gemm_inputs(model):
-    """Tell each ``PackedInt8Linear`` which quantizer produced its input (None where no quantizer does).
+    """Tell each 8-bit layer (``QuantLinear``, ``PackedInt8Linear``) which quantizer produced its input (None where
+    no quantizer does). Returns ``model``.
 
     fairseq's layers feed each projection with the output of a quantized point: the embedding sum (layer 0),
     a LayerNorm (post-norm: the previous one; pre-norm: the layer's own), the attention output, the ReLU.
     """
     encoder_out = _link_stack(model.encoder, "enc", None)
     _link_stack(model.decoder, "dec", encoder_out)
+    return model
 
 
 def _embedding_quantizer(stack):

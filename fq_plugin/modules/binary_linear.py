@@ -1,9 +1,11 @@
 """The linear projection of the binarized Transformers: binary/ternary weights, an optional quantizer on its
 input, BitNet's LayerNorm inside the layer and BMT's LayerNorm on its output."""
+import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..quant import valid_positions
+from .packed_linear import PackedBinaryLinear, binary_planes, cached_twin, pack_binary_weight
 
 
 class BinaryLinear(nn.Linear):
@@ -17,6 +19,9 @@ class BinaryLinear(nn.Linear):
         output_norm: LayerNorm on the output (BMT: keeps the variance of binary dot products in check).
         split: hold a second weight ``weight_split`` whose binarization is added to the first one's
             (ternary weight splitting, BinaryBERT): two bit planes per matrix.
+
+    In inference (eval mode, no gradient) with a quantized input, the product runs on the 1-bit kernels
+    exactly as in the packed form (``PackedBinaryLinear``), so that a packed checkpoint translates like this one.
     """
 
     def __init__(self, in_features, out_features, bias=True, weight_quantizer=None, input_quantizer=None,
@@ -34,9 +39,23 @@ class BinaryLinear(nn.Linear):
             weight = weight + self.weight_quantizer(self.weight_split)
         return weight
 
+    def _integer_twin(self, x):
+        """The packed form of this layer when inference can run on the 1-bit kernels, else None."""
+        q = self.input_quantizer
+        if (self.training or torch.is_grad_enabled() or q is None or not q._enabled
+                or not self.weight_quantizer._enabled or x.dtype != torch.float32):
+            return None
+        return cached_twin(self, (self.weight, self.weight_split), lambda: PackedBinaryLinear.from_planes(
+            pack_binary_weight(binary_planes(self.weight_quantizer, self.weight, self.weight_split)),
+            self.in_features, self.out_features, self.bias, q))
+
     def forward(self, x):
         if self.input_norm is not None:
             x = self.input_norm(x)
+        twin = self._integer_twin(x)
+        if twin is not None:
+            y = twin(x)
+            return self.output_norm(y) if self.output_norm is not None else y
         if self.input_quantizer is not None:
             x = self.input_quantizer(x, valid_positions(x))
         y = F.linear(x, self.quantized_weight(), self.bias)

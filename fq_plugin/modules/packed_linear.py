@@ -62,6 +62,13 @@ def _row_magnitude(w: torch.Tensor, mask: torch.Tensor, what: str) -> torch.Tens
     return magnitude
 
 
+def binary_planes(quantizer, weight, split=None):
+    """What ``pack_binary_weight`` packs for a weight (and its split plane) binarized by ``quantizer``."""
+    if quantizer.mode == "ternary":
+        return ("ternary", quantizer(weight.float()))
+    return [quantizer(w.float()) for w in (weight, split) if w is not None]
+
+
 def pack_binary_weight(planes) -> dict:
     """Bit planes of binarized weights (each [N, K] holding +-s_n per row) or of one ternary weight.
 
@@ -89,6 +96,18 @@ def pack_binary_weight(planes) -> dict:
     return {"weight_bits": torch.cat(bits), "weight_scale": torch.cat(scales)}
 
 
+def cached_twin(module, sources, build):
+    """A packed twin of ``module`` built by ``build()`` and kept while the ``sources`` tensors (its weights) are
+    unchanged: same objects, same version counters. Inference of QAT layers runs on it."""
+    key = tuple((t.data_ptr(), t._version) for t in sources if t is not None)
+    cached = module.__dict__.get("_twin")
+    if cached is None or cached[0] != key:
+        with torch.no_grad():
+            cached = (key, build())
+        module.__dict__["_twin"] = cached
+    return cached[1]
+
+
 class PackedInt8Linear(nn.Module):
     """Linear layer with k-bit affine weight codes per row (see the module docstring).
 
@@ -108,6 +127,17 @@ class PackedInt8Linear(nn.Module):
         self.output_quantizer = output_quantizer
         self.input_quantizer = None
         self._cache = {}
+
+    @classmethod
+    def from_codes(cls, tensors, bias=None):
+        """A layer holding the ``pack_int8_weight`` tensors ``tensors`` and ``bias``."""
+        out_features, in_features = tensors["weight_codes"].shape
+        layer = cls(in_features, out_features, bias=bias is not None)
+        for name, tensor in tensors.items():
+            setattr(layer, name, tensor)
+        if bias is not None:
+            layer.bias = nn.Parameter(bias.detach(), requires_grad=False)
+        return layer
 
     def _load_from_state_dict(self, *args, **kwargs):
         self._cache.clear()
@@ -177,6 +207,16 @@ class PackedBinaryLinear(nn.Module):
         self.input_norm = input_norm
         self.output_norm = output_norm
         self._cache = {}
+
+    @classmethod
+    def from_planes(cls, tensors, in_features, out_features, bias=None, input_quantizer=None):
+        """A layer holding the ``pack_binary_weight`` tensors ``tensors``, ``bias`` and ``input_quantizer``."""
+        planes = tensors["weight_bits"].shape[0] // out_features
+        layer = cls(in_features, out_features, bias=bias is not None, planes=planes, input_quantizer=input_quantizer)
+        layer.weight_bits, layer.weight_scale = tensors["weight_bits"], tensors["weight_scale"]
+        if bias is not None:
+            layer.bias = nn.Parameter(bias.detach(), requires_grad=False)
+        return layer
 
     def _load_from_state_dict(self, *args, **kwargs):
         self._cache.clear()

@@ -3,11 +3,15 @@
 without touching the input."""
 import pytest
 import torch
+import torch.nn.functional as F
 
 import fq_plugin  # noqa: F401  (allows fairseq checkpoint types in torch.load)
 from fairseq import checkpoint_utils
-from fq_plugin.modules.packed_linear import PackedBinaryLinear, PackedEmbedding, PackedInt8Linear
+from fq_plugin.modules.packed_linear import (PackedBinaryLinear, PackedEmbedding, PackedInt8Linear, binary_planes,
+                                             pack_binary_weight, pack_int8_weight)
 from fq_plugin.pack import pack_state
+from fq_plugin.quant import ActivationQuantizer, WeightQuantizer
+from fq_plugin.quant.binary_quantizers import BinaryWeightQuantizer, ElasticBinaryQuantizer, TokenQuantizer
 
 from helpers import generate_bleu, run_cli, train
 
@@ -161,3 +165,54 @@ def test_pruned_checkpoint_packs_and_translates(data_bin, fqt_deploy, tmp_path):
     packed = _pack(source, tmp_path / "packed.pt")
     _assert_same_translations(data_bin, source, packed)
     assert _load(packed)["model"]["decoder.layers.1.fc1.weight_codes"].shape[0] == 48  # 64 nodes less 25 %
+
+
+def _calibrated(x_min, x_max):
+    quantizer = ActivationQuantizer(1, 8)
+    quantizer.set_enabled(True)
+    quantizer.x_min.fill_(x_min)
+    quantizer.x_max.fill_(x_max)
+    quantizer.initialized.fill_(True)
+    return quantizer.eval()
+
+
+@pytest.mark.parametrize("shape", [(0, 3), (5, 0), (7, 3)])  # empty batches, all-padding steps, a real batch
+def test_packed_layers_compute_the_fake_quantized_product(shape):
+    torch.manual_seed(0)
+    weight, bias = torch.randn(16, 40), torch.randn(16)
+    weights = WeightQuantizer(8)
+    weights.set_enabled(True)
+    int8 = PackedInt8Linear.from_codes(pack_int8_weight(weight, weights), bias)
+    int8.input_quantizer = _calibrated(-2.0, 3.0)
+    x = int8.input_quantizer(torch.randn(*shape, 40))
+    assert int8._input_grid() is not None
+    torch.testing.assert_close(int8(x), F.linear(x, weights(weight), bias), atol=1e-4, rtol=1e-5)
+
+    for mode, inputs in (("bitnet", TokenQuantizer("absmax8")), ("bmt", TokenQuantizer("binary")),
+                         ("bit", TokenQuantizer("binary_unsigned")), ("bit", ElasticBinaryQuantizer(40))):
+        binarizer = BinaryWeightQuantizer(mode)
+        for q in (binarizer, inputs):
+            q.set_enabled(True)
+        if isinstance(inputs, ElasticBinaryQuantizer):
+            inputs.initialized.fill_(True)  # alpha = 1 as if learned
+        layer = PackedBinaryLinear.from_planes(pack_binary_weight(binary_planes(binarizer, weight)), 40, 16, bias,
+                                               inputs.eval())
+        x = torch.randn(*shape, 40).abs()
+        torch.testing.assert_close(layer(x), F.linear(inputs(x), binarizer(weight), bias), atol=1e-4, rtol=1e-5)
+
+    split = torch.randn(16, 40)
+    for mode, planes in (("ternary", 2), ("split_binary", 2)):
+        binarizer = BinaryWeightQuantizer(mode)
+        binarizer.set_enabled(True)
+        packed = pack_binary_weight(binary_planes(binarizer, weight, split if mode == "split_binary" else None))
+        layer = PackedBinaryLinear.from_planes(packed, 40, 16, bias)  # float inputs: the dequantized planes
+        expected = binarizer(weight) + (binarizer(split) if mode == "split_binary" else 0)
+        assert layer.planes == planes
+        torch.testing.assert_close(layer.dense_weight(), expected, atol=1e-6, rtol=1e-6)
+
+
+def test_packing_refuses_a_weight_that_is_not_binary():
+    with pytest.raises(ValueError, match="more than one magnitude"):
+        pack_binary_weight([torch.randn(4, 8)])
+    with pytest.raises(ValueError, match="more than one non-zero magnitude|more than one magnitude"):
+        pack_binary_weight(("ternary", torch.randn(4, 8)))

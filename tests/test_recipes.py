@@ -297,7 +297,8 @@ def write_fake_wmt14_en_de(directory: Path, seed=1):
 
 @pytest.fixture(scope="module")
 def tiny_recipe(tmp_path_factory):
-    """prepare -> train (float, FQT, PTQ) -> generate -> score on the fake archives, through the real scripts."""
+    """prepare -> train (float, FQT, PTQ) -> pack (FQT) -> generate -> score on the fake archives, through the real
+    scripts."""
     root = tmp_path_factory.mktemp("wmt_tiny")
     archives, test_de = write_fake_wmt14_en_de(root)
     # Three archives come from ARCHIVES_DIR, two from a file:// mirror; one of those was interrupted half-way.
@@ -313,8 +314,8 @@ def tiny_recipe(tmp_path_factory):
     whole = (archives / "test-full.tgz").read_bytes()
     (downloads / "test-full.tgz.part").write_bytes(whole[: len(whole) // 2])
     env = dict(TINY, WORK_DIR=str(root / "work"), ARCHIVES_DIR=str(local), WMT_URL=f"file://{mirror}",
-               MODELS="transformer_base fqt8_base ptq8_base", PRUNE_MODELS="", PACK_MODELS="",
-               STAGES="prepare train generate score")
+               MODELS="transformer_base fqt8_base ptq8_base", PRUNE_MODELS="", PACK_MODELS="fqt8_base",
+               STAGES="prepare train pack generate score")
     proc = recipe("en_de", "run", env=env)
     return root / "work", env, proc, archives, test_de
 
@@ -329,14 +330,16 @@ def test_tiny_recipe_runs_end_to_end(tiny_recipe):
     assert (data / "raw" / "test.de").read_text().splitlines() == test_de  # SGML stripped, nothing else
     assert (data / "data-bin" / "dict.en.txt").is_file() and (data / "data-bin" / "test.en-de.en.bin").is_file()
     scores = {}
-    for name in ("transformer_base", "fqt8_base", "ptq8_base"):
+    for name in ("transformer_base", "fqt8_base", "ptq8_base", "fqt8_base_packed"):
         text = (work / "results" / name / "scores.txt").read_text()
         scores[name] = dict(line.split(" ", 1) for line in text.splitlines())
         assert float(scores[name]["bleu"]) > GOOD_BLEU, (name, text)
         assert float(scores[name]["bleu_tok"]) > GOOD_BLEU, (name, text)
         assert float(scores[name]["tokens_per_s"]) > 0
-        ckpt = work / "checkpoints" / name / "checkpoint_last.pt"
+        ckpt = work / "checkpoints" / name.replace("_packed", "") / (
+            "packed.pt" if name.endswith("_packed") else "checkpoint_last.pt")
         assert int(scores[name]["checkpoint_bytes"]) == ckpt.stat().st_size
+    assert abs(float(scores["fqt8_base_packed"]["bleu"]) - float(scores["fqt8_base"]["bleu"])) <= 0.1
     fqt = torch.load(work / "checkpoints" / "fqt8_base" / "checkpoint_last.pt", map_location="cpu")
     assert fqt["cfg"]["model"].arch == "fq_transformer_tiny"
     assert fqt["cfg"]["criterion"]["quant_start_update"] == 20  # TRAIN_OVERRIDES_fqt8_base won over the YAML's 100

@@ -34,6 +34,7 @@ def float_teacher(data_bin, tmp_path_factory):
     return save / "checkpoint_last.pt"
 
 
+@pytest.mark.slow  # 300 updates; BMT W1 also trains in the pruning and staged tests
 def test_bmt_weight_only_binary_trains_and_translates(data_bin, tmp_path):
     train(data_bin, tmp_path, "--quant-start-update", "0", arch="bmt_transformer_tiny", max_update=300)
     state = _state(tmp_path / "checkpoint_last.pt")
@@ -74,6 +75,7 @@ def test_bitnet_trains_and_translates(data_bin, tmp_path):
     assert bleu > BINARY_BLEU
 
 
+@pytest.mark.slow  # three trainings: 2 min
 def test_bit_multistep_distillation(data_bin, float_teacher, tmp_path):
     """float teacher -> BiT W1A8 student -> BiT W1A1 student (restored from and distilled by the W1A8 one)."""
     w1a8, w1a1 = tmp_path / "w1a8", tmp_path / "w1a1"
@@ -127,9 +129,9 @@ def test_ternary_weights_split_into_an_equivalent_binary_model(data_bin, tmp_pat
     # Fine-tuning continues from the split checkpoint with fairseq-train.
     tuned = tmp_path / "tuned"
     train(data_bin, tuned, "--quant-start-update", "0", "--weight-quant", "split_binary", "--restore-file", split,
-          arch="bmt_transformer_tiny", max_update=100)
+          arch="bmt_transformer_tiny", max_update=90)
     tuned_state = torch.load(tuned / "checkpoint_last.pt", map_location="cpu")
-    assert tuned_state["optimizer_history"][-1]["num_updates"] == 100
+    assert tuned_state["optimizer_history"][-1]["num_updates"] == 90
     assert not torch.equal(tuned_state["model"]["encoder.layers.0.fc1.weight_split"],
                            state["encoder.layers.0.fc1.weight_split"])
 
@@ -139,7 +141,8 @@ def test_ternary_weights_split_into_an_equivalent_binary_model(data_bin, tmp_pat
         run_cli("fq-pack", checkpoint, packed)
         scales = _state(packed)["encoder.layers.0.fc1.weight_scale"].view(2, -1)
         assert torch.equal(scales[0], scales[1]) != planes_differ  # ternary: alpha/2 twice; tuned split: own scales
-        assert generate_bleu(data_bin, packed)[1] == generate_bleu(data_bin, checkpoint)[1]
+        expected = ternary_hyps if checkpoint == source else generate_bleu(data_bin, checkpoint)[1]
+        assert generate_bleu(data_bin, packed)[1] == expected
 
 
 def test_fq_split_refuses_what_it_cannot_split(data_bin, tmp_path):

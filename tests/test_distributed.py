@@ -2,6 +2,7 @@
 import socket
 import subprocess
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -39,6 +40,7 @@ def test_ranges_are_reduced_over_workers():
     assert torch.equal(min0, min1) and torch.equal(max0, max1)
 
 
+@pytest.mark.slow  # two fairseq-train workers: 1.5 min; the range all-reduce is unit-tested
 def test_two_worker_qat_through_fairseq_train(data_bin, tmp_path):
     port = _free_port()
     save = tmp_path / "ddp"

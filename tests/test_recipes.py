@@ -376,6 +376,7 @@ def test_missing_dependency_is_reported(tiny_recipe, tmp_path):
     assert proc.returncode != 0 and "ptq8_base needs" in proc.stderr and "transformer_base" in proc.stderr
 
 
+@pytest.mark.slow  # a second recipe training; the YAML values are compared in the fast tests
 def test_fairseq_hydra_train_runs_the_same_training_as_the_script(tiny_recipe, tmp_path):
     """Same YAML, same overrides: fairseq-hydra-train and the recipe's fairseq-train end with equal weights."""
     work, env, *_ = tiny_recipe

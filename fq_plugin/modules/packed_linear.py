@@ -144,12 +144,16 @@ class PackedInt8Linear(nn.Module):
         super()._load_from_state_dict(*args, **kwargs)
 
     def _input_grid(self):
-        """``(x_min, x_max, x_scale, bits)`` of the linked input quantizer, or None (float path)."""
+        """``(x_min, x_max, x_scale, bits)`` of the linked input quantizer, or None (float path). Cached while
+        the quantizer's range buffers are unchanged (calibration may move them between validations)."""
         q = self.input_quantizer
-        if q is None or not q._enabled or q.num_buckets != 1 or not bool(q.initialized.all()):
+        if q is None or not q._enabled or q.num_buckets != 1:
             return None
-        if "grid" not in self._cache:
-            self._cache["grid"] = (q.x_min, q.x_max, affine_scale(q.x_min, q.x_max, q.bits), q.bits)
+        key = (id(q), q.x_min.data_ptr(), q.x_min._version, q.x_max._version, q.initialized._version)
+        if self._cache.get("grid_key") != key:
+            calibrated = bool(q.initialized.all())
+            self._cache["grid"] = (q.x_min, q.x_max, affine_scale(q.x_min, q.x_max, q.bits), q.bits) if calibrated else None
+            self._cache["grid_key"] = key
         return self._cache["grid"]
 
     def dense_weight(self):

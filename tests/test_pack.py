@@ -91,6 +91,7 @@ def test_fairseq_interactive_reads_a_packed_checkpoint(data_bin, fqt_deploy, tmp
         assert (sid, hyp) == (packed_sid, packed_hyp) and abs(float(score) - float(packed_score)) < 1e-4
 
 
+@pytest.mark.slow  # the tiny WMT recipe test packs a paper-bucketed FQT model end to end
 def test_paper_bucketing_packs_exactly_with_float_gemms_where_inputs_have_per_feature_ranges(data_bin, tmp_path):
     train(data_bin, tmp_path / "fqt", "--quant-start-update", "0", max_update=40)
     source = tmp_path / "fqt" / "checkpoint_last.pt"

@@ -9,7 +9,6 @@ LayerNorms, quantizer ranges and whatever the method keeps in float stay float. 
 dropped. The packed model computes what the fake-quantized model computed, from the same integer codes.
 """
 import argparse
-import logging
 import sys
 
 from fairseq.models import ARCH_MODEL_REGISTRY
@@ -21,7 +20,6 @@ from .modules.binary_config import BinarySpec, spec_from_cfg
 from .modules.packed_linear import binary_planes, pack_binary_weight, pack_int8_weight
 from .quant.binary_quantizers import BinaryWeightQuantizer
 
-logger = logging.getLogger("fq_plugin.pack")
 QUANTIZER_SUFFIX = ".weight_quantizer.enabled"
 EMBEDDING_LAYERS = ("embed_tokens", "output_projection")  # 8-bit tables in every model that quantizes them
 
@@ -98,21 +96,13 @@ def pack_state(state):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="fq-pack", description=__doc__.split("\n\n")[0])
-    parser.add_argument("input", help="checkpoint of an fq_plugin model trained with quantization switched on")
-    parser.add_argument("output", help="where to write the packed checkpoint")
-    parser.add_argument("--force", action="store_true", help="overwrite OUTPUT if it exists")
-    args = parser.parse_args(argv)
-    logging.basicConfig(format="%(asctime)s | %(levelname)s | %(name)s | %(message)s", level=logging.INFO)
-    serialization.checkpoint_cli_paths(parser, args)
-    state = serialization.load_checkpoint_or_exit(parser, args.input)
-    try:
+    def pack(state):
         int8_count, binary_count = pack_state(state)
-    except ValueError as error:
-        parser.error(str(error))
-    serialization.save_atomically(state, args.output)
-    logger.info(f"packed {int8_count} 8-bit and {binary_count} binarized weight matrices: {args.output}")
-    return 0
+        return f"packed {int8_count} 8-bit and {binary_count} binarized weight matrices"
+
+    return serialization.checkpoint_tool_main(
+        "fq-pack", __doc__.split("\n\n")[0], "checkpoint of an fq_plugin model trained with quantization switched on",
+        "where to write the packed checkpoint", pack, argv)
 
 
 if __name__ == "__main__":

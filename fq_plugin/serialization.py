@@ -7,6 +7,7 @@ architectures such as ``transformer`` and ours). We allow exactly that type and 
 loader off: a checkpoint is an untrusted file and pickle can run code.
 """
 import argparse
+import logging
 import os
 
 import torch
@@ -65,3 +66,24 @@ def save_atomically(state, path):
     tmp = path + ".tmp"
     torch.save(state, tmp)
     os.replace(tmp, path)
+
+
+def checkpoint_tool_main(prog, description, input_help, output_help, transform, argv=None):
+    """``main()`` of a tool that rewrites one checkpoint into a new file (fq-pack, fq-split): refuses OUTPUT ==
+    INPUT and an existing OUTPUT without ``--force``, loads safely, applies ``transform(state)`` (its
+    ``ValueError`` becomes the tool's error message; it returns a line to log) and saves atomically."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("input", help=input_help)
+    parser.add_argument("output", help=output_help)
+    parser.add_argument("--force", action="store_true", help="overwrite OUTPUT if it exists")
+    args = parser.parse_args(argv)
+    logging.basicConfig(format="%(asctime)s | %(levelname)s | %(name)s | %(message)s", level=logging.INFO)
+    checkpoint_cli_paths(parser, args)
+    state = load_checkpoint_or_exit(parser, args.input)
+    try:
+        summary = transform(state)
+    except ValueError as error:
+        parser.error(str(error))
+    save_atomically(state, args.output)
+    logging.getLogger(f"fq_plugin.{prog}").info(f"{summary}: {args.output}")
+    return 0

@@ -6,15 +6,12 @@ the ternary one and can be fine-tuned with ``fairseq-train --restore-file``.
     fq-split checkpoints/checkpoint_best.pt split.pt
     fairseq-train DATA --user-dir fq_plugin --arch <same arch> --weight-quant split_binary --restore-file split.pt ...
 """
-import argparse
-import logging
 import sys
 
 
 from . import serialization
 from .quant.binarize import binarize_weight_l1, split_ternary, ternary_parts
 
-logger = logging.getLogger("fq_plugin.split")
 QUANTIZER_SUFFIX = ".weight_quantizer.enabled"
 
 
@@ -50,21 +47,12 @@ def split_state(state):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="fq-split", description=__doc__.split("\n\n")[0])
-    parser.add_argument("input", help="checkpoint of a model trained with --weight-quant ternary")
-    parser.add_argument("output", help="where to write the split (split_binary) checkpoint")
-    parser.add_argument("--force", action="store_true", help="overwrite OUTPUT if it exists")
-    args = parser.parse_args(argv)
-    logging.basicConfig(format="%(asctime)s | %(levelname)s | %(name)s | %(message)s", level=logging.INFO)
-    serialization.checkpoint_cli_paths(parser, args)
-    state = serialization.load_checkpoint_or_exit(parser, args.input)
-    try:
-        count = split_state(state)
-    except ValueError as error:
-        parser.error(str(error))
-    serialization.save_atomically(state, args.output)
-    logger.info(f"split {count} ternary matrices into two binary planes each: {args.output}")
-    return 0
+    def split(state):
+        return f"split {split_state(state)} ternary matrices into two binary planes each"
+
+    return serialization.checkpoint_tool_main(
+        "fq-split", __doc__.split("\n\n")[0], "checkpoint of a model trained with --weight-quant ternary",
+        "where to write the split (split_binary) checkpoint", split, argv)
 
 
 if __name__ == "__main__":

@@ -108,7 +108,27 @@ def cached_twin(module, sources, build):
     return cached[1]
 
 
-class PackedInt8Linear(nn.Module):
+class _PackedLayer(nn.Module):
+    """What both packed linear layers share: a cache of tensors derived from the buffers (cleared when a
+    state dict is loaded) and filling the buffers from ``pack_*`` output."""
+
+    def __init__(self):
+        super().__init__()
+        self._cache = {}
+
+    def _fill(self, tensors, bias):
+        for name, tensor in tensors.items():
+            setattr(self, name, tensor)
+        if bias is not None:
+            self.bias = nn.Parameter(bias.detach(), requires_grad=False)
+        return self
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        self._cache.clear()
+        super()._load_from_state_dict(*args, **kwargs)
+
+
+class PackedInt8Linear(_PackedLayer):
     """Linear layer with k-bit affine weight codes per row (see the module docstring).
 
     Args:
@@ -126,22 +146,12 @@ class PackedInt8Linear(nn.Module):
         self.bias = nn.Parameter(torch.zeros(out_features), requires_grad=False) if bias else None
         self.output_quantizer = output_quantizer
         self.input_quantizer = None
-        self._cache = {}
 
     @classmethod
     def from_codes(cls, tensors, bias=None):
         """A layer holding the ``pack_int8_weight`` tensors ``tensors`` and ``bias``."""
         out_features, in_features = tensors["weight_codes"].shape
-        layer = cls(in_features, out_features, bias=bias is not None)
-        for name, tensor in tensors.items():
-            setattr(layer, name, tensor)
-        if bias is not None:
-            layer.bias = nn.Parameter(bias.detach(), requires_grad=False)
-        return layer
-
-    def _load_from_state_dict(self, *args, **kwargs):
-        self._cache.clear()
-        super()._load_from_state_dict(*args, **kwargs)
+        return cls(in_features, out_features, bias=bias is not None)._fill(tensors, bias)
 
     def _input_grid(self):
         """``(x_min, x_max, x_scale, bits)`` of the linked input quantizer, or None (float path). Cached while
@@ -190,7 +200,7 @@ class PackedInt8Linear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
 
 
-class PackedBinaryLinear(nn.Module):
+class PackedBinaryLinear(_PackedLayer):
     """``OutNorm(sum_p scale_p * sign_p(W) . Q(InNorm(x)) + bias)`` from bit planes (see the module docstring).
 
     Args:
@@ -210,21 +220,13 @@ class PackedBinaryLinear(nn.Module):
         self.input_quantizer = input_quantizer
         self.input_norm = input_norm
         self.output_norm = output_norm
-        self._cache = {}
 
     @classmethod
     def from_planes(cls, tensors, in_features, out_features, bias=None, input_quantizer=None):
         """A layer holding the ``pack_binary_weight`` tensors ``tensors``, ``bias`` and ``input_quantizer``."""
         planes = tensors["weight_bits"].shape[0] // out_features
         layer = cls(in_features, out_features, bias=bias is not None, planes=planes, input_quantizer=input_quantizer)
-        layer.weight_bits, layer.weight_scale = tensors["weight_bits"], tensors["weight_scale"]
-        if bias is not None:
-            layer.bias = nn.Parameter(bias.detach(), requires_grad=False)
-        return layer
-
-    def _load_from_state_dict(self, *args, **kwargs):
-        self._cache.clear()
-        super()._load_from_state_dict(*args, **kwargs)
+        return layer._fill(tensors, bias)
 
     def dense_weight(self):
         """The dequantized float weight (cached), for float inputs."""

@@ -35,6 +35,11 @@ struct Kernels {
   // Rows [r0, r1): gamma = max|x| (written to gamma[r]), codes round(x*127/gamma). Returns true if a
   // non-finite value was met.
   bool (*quantize_absmax)(const float* x, int64_t K, int64_t r0, int64_t r1, int8_t* out, float* gamma);
+  // Rows [r0, r1) of x [*, C]: fake quantization fma(clamp(round((x - lo) / s), 0, levels), s, lo) with lo, s
+  // per column (stride 1) or one pair (stride 0): the values of fq_plugin.quant.fake_quantize_with_scale (ATen's
+  // addcmul rounds once, like an FMA). Returns true if a NaN was met (the caller raises).
+  bool (*fake_quantize)(const float* x, int64_t C, int64_t r0, int64_t r1, const float* lo, const float* scale,
+                        int64_t col_stride, float levels, float* out);
 
   // int8 GEMM. The activations are first copied into an ISA-specific zero-padded layout of
   // int8_prep_stride(K) bytes per row (rows [r0, r1)), which also yields the exact row sums.

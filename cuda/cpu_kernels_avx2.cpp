@@ -6,6 +6,7 @@
 // W1A1: 64-bit xor/and + popcnt (AVX2 has no vector popcount).
 #include <immintrin.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cpu_kernels.h"
@@ -120,6 +121,35 @@ bool quantize_absmax(const float* x, int64_t K, int64_t r0, int64_t r1, int8_t* 
   return bad || _mm256_movemask_ps(bad_seen) != 0;
 }
 
+bool fake_quantize(const float* x, int64_t C, int64_t r0, int64_t r1, const float* lo, const float* scale,
+                   int64_t cs, float levels, float* out) {
+  __m256 nan_seen = _mm256_setzero_ps();
+  bool nan = false;
+  const __m256 zero = _mm256_setzero_ps(), top = _mm256_set1_ps(levels);
+  for (int64_t r = r0; r < r1; ++r) {
+    const float* xr = x + r * C;
+    float* o = out + r * C;
+    int64_t c = 0;
+    for (; c + 8 <= C; c += 8) {
+      const __m256 vl = cs ? _mm256_loadu_ps(lo + c) : _mm256_set1_ps(lo[0]);
+      const __m256 vs = cs ? _mm256_loadu_ps(scale + c) : _mm256_set1_ps(scale[0]);
+      const __m256 v = _mm256_loadu_ps(xr + c);
+      nan_seen = _mm256_or_ps(nan_seen, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+      __m256 q = _mm256_round_ps(_mm256_div_ps(_mm256_sub_ps(v, vl), vs), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+      q = _mm256_min_ps(_mm256_max_ps(q, zero), top);
+      _mm256_storeu_ps(o + c, _mm256_fmadd_ps(q, vs, vl));
+    }
+    for (; c < C; ++c) {
+      const float l = lo[c * cs], s = scale[c * cs], v = xr[c];
+      if (v != v) nan = true;
+      float q = nearbyintf((v - l) / s);
+      q = q < 0.f ? 0.f : (q > levels ? levels : q);
+      o[c] = fmaf(q, s, l);
+    }
+  }
+  return nan || _mm256_movemask_ps(nan_seen) != 0;
+}
+
 // ------------------------------------------------------------------------------------------------ int8 GEMM
 
 int64_t int8_prep_stride(int64_t K) { return round_up(K, 16) * 2; }
@@ -182,10 +212,9 @@ const Int8Tile kInt8Tiles[kInt8MR][kInt8NR] = {
     {int8_tile<4, 1>, int8_tile<4, 2>},
 };
 
-void int8_gemm(const uint8_t* xbuf, bool, int64_t M, int64_t K, const int8_t* w, int64_t n0, int64_t n1,
-               const Int8Epilogue& ep, float* out, int64_t ldo) {
-  const int16_t* x = reinterpret_cast<const int16_t*>(xbuf);
-  const int64_t xs = round_up(K, 16);
+// Few activation rows (decoding with a small beam): dot products along K, no weight repacking.
+void int8_gemm_rows(const int16_t* x, int64_t xs, int64_t M, int64_t K, const int8_t* w, int64_t n0, int64_t n1,
+                    const Int8Epilogue& ep, float* out, int64_t ldo) {
   int64_t nblk = kL2Bytes / (K > 0 ? K : 1) / kInt8NR * kInt8NR;
   nblk = nblk < kInt8NR ? kInt8NR : nblk;
   int32_t res[kInt8MR * kInt8NR];
@@ -201,6 +230,140 @@ void int8_gemm(const uint8_t* xbuf, bool, int64_t M, int64_t K, const int8_t* w,
       }
     }
   }
+}
+
+// Many activation rows: the weights of a block of columns are repacked once per call into panels of 16 columns,
+// [k pair][16 columns][2] int16, so that one vpmaddwd of a broadcast activation pair (x[k], x[k+1]) yields the
+// partial sums of 8 output columns in the lanes of one accumulator: no horizontal sums, a vector epilogue.
+constexpr int kPanel = 16;
+constexpr int kPanelMR = 6;  // 6 x 2 accumulators + 2 weight vectors + 1 broadcast = 15 ymm registers
+
+// 8 x 8 transpose of 32-bit elements (row r of the result = element r of every input row).
+inline void transpose8x8_epi32(__m256i r[8]) {
+  __m256i t[8], u[8];
+  for (int i = 0; i < 4; ++i) {
+    t[2 * i] = _mm256_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm256_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+  }
+  for (int i = 0; i < 2; ++i)
+    for (int j = 0; j < 2; ++j) {
+      u[4 * i + j] = _mm256_unpacklo_epi64(t[4 * i + j], t[4 * i + j + 2]);
+      u[4 * i + j + 2] = _mm256_unpackhi_epi64(t[4 * i + j], t[4 * i + j + 2]);
+    }
+  // u[0..3]: rows 0-3 of 128-bit lane halves, u[4..7]: rows 4-7; order within: (lo pairs of 0,1), (hi of 0,1) ...
+  const int order[4] = {0, 2, 1, 3};
+  for (int i = 0; i < 4; ++i) {
+    r[i] = _mm256_permute2x128_si256(u[order[i]], u[4 + order[i]], 0x20);
+    r[i + 4] = _mm256_permute2x128_si256(u[order[i]], u[4 + order[i]], 0x31);
+  }
+}
+
+// Columns [n, n + cols) (cols <= 16, missing columns are zero) of w [*, K] into one panel of xs / 2 k pairs.
+void pack_panel(const int8_t* w, int64_t K, int64_t xs, int64_t cols, int16_t* panel) {
+  alignas(32) int8_t rows[kPanel][16];
+  for (int64_t k = 0; k < xs; k += 16) {
+    const int64_t kk = min64(16, K - k);
+    for (int c = 0; c < kPanel; ++c) {
+      if (c < cols && kk == 16) {
+        memcpy(rows[c], w + c * K + k, 16);
+      } else {
+        memset(rows[c], 0, 16);
+        if (c < cols && kk > 0) memcpy(rows[c], w + c * K + k, kk);
+      }
+    }
+    for (int half = 0; half < 2; ++half) {  // columns 0-7, then 8-15
+      __m256i r[8];
+      for (int c = 0; c < 8; ++c)
+        r[c] = _mm256_cvtepi8_epi16(_mm_load_si128(reinterpret_cast<const __m128i*>(rows[8 * half + c])));
+      transpose8x8_epi32(r);  // r[p] = pair p of the 8 columns
+      for (int p = 0; p < 8; ++p)
+        _mm256_store_si256(reinterpret_cast<__m256i*>(panel + ((k / 2 + p) * kPanel + 8 * half) * 2), r[p]);
+    }
+  }
+}
+
+template <int MR>
+void panel_tile(const int16_t* x, int64_t xs, const int16_t* panel, int64_t n, int64_t cols, int64_t m,
+                const Int8Epilogue& ep, float* out, int64_t ldo) {
+  __m256i acc[MR][2];
+  for (int i = 0; i < MR; ++i) acc[i][0] = acc[i][1] = _mm256_setzero_si256();
+  const int32_t* xp = reinterpret_cast<const int32_t*>(x);
+  const int64_t pairs = xs / 2;
+  for (int64_t p = 0; p < pairs; ++p) {
+    const __m256i w0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(panel + p * 2 * kPanel));
+    const __m256i w1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(panel + p * 2 * kPanel + kPanel));
+    for (int i = 0; i < MR; ++i) {
+      const __m256i b = _mm256_set1_epi32(xp[i * pairs + p]);
+      acc[i][0] = _mm256_add_epi32(acc[i][0], _mm256_madd_epi16(b, w0));
+      acc[i][1] = _mm256_add_epi32(acc[i][1], _mm256_madd_epi16(b, w1));
+    }
+  }
+  for (int h = 0; h < 2; ++h) {
+    const int64_t c0 = n + 8 * h, valid = min64(8, cols - 8 * h);
+    if (valid <= 0) break;
+    alignas(32) float sw[8] = {}, zw[8] = {}, ws[8] = {}, bias[8] = {};
+    for (int j = 0; j < valid; ++j) {
+      sw[j] = ep.sw[c0 + j];
+      zw[j] = ep.zw[c0 + j];
+      ws[j] = static_cast<float>(ep.ws[c0 + j]);
+      bias[j] = ep.bias ? ep.bias[c0 + j] : 0.f;
+    }
+    const __m256 vsw = _mm256_load_ps(sw), vzw = _mm256_load_ps(zw), vws = _mm256_load_ps(ws), vb = _mm256_load_ps(bias);
+    for (int i = 0; i < MR; ++i) {
+      const int64_t r = m + i;
+      const float sx = ep.sx[r * ep.sx_stride], zx = ep.zx[r * ep.zx_stride];
+      const __m256 vsx = _mm256_set1_ps(sx), vzx = _mm256_set1_ps(zx);
+      __m256 y = _mm256_mul_ps(_mm256_mul_ps(vsx, vsw), _mm256_cvtepi32_ps(acc[i][h]));
+      y = _mm256_add_ps(y, _mm256_mul_ps(_mm256_mul_ps(vsx, vzw), _mm256_set1_ps(static_cast<float>(ep.rx[r]))));
+      y = _mm256_add_ps(y, _mm256_mul_ps(_mm256_mul_ps(vzx, vsw), vws));
+      y = _mm256_add_ps(y, _mm256_mul_ps(_mm256_set1_ps(ep.k * zx), vzw));
+      if (ep.bias) y = _mm256_add_ps(y, vb);
+      float* o = out + r * ldo + c0;
+      if (valid == 8) {
+        _mm256_storeu_ps(o, y);
+      } else {
+        alignas(32) float tmp[8];
+        _mm256_store_ps(tmp, y);
+        memcpy(o, tmp, valid * sizeof(float));
+      }
+    }
+  }
+}
+
+using PanelTile = void (*)(const int16_t*, int64_t, const int16_t*, int64_t, int64_t, int64_t, const Int8Epilogue&,
+                           float*, int64_t);
+const PanelTile kPanelTiles[kPanelMR] = {panel_tile<1>, panel_tile<2>, panel_tile<3>,
+                                         panel_tile<4>, panel_tile<5>, panel_tile<6>};
+
+void int8_gemm_panels(const int16_t* x, int64_t xs, int64_t M, int64_t K, const int8_t* w, int64_t n0, int64_t n1,
+                      const Int8Epilogue& ep, float* out, int64_t ldo) {
+  const int64_t panel_elems = xs * kPanel;  // int16 per panel
+  int64_t nblk = kL2Bytes / (panel_elems * 2) * kPanel;
+  nblk = nblk < kPanel ? kPanel : nblk;
+  int16_t* panels = static_cast<int16_t*>(aligned_alloc(32, ((nblk / kPanel) * panel_elems * 2 + 31) / 32 * 32));
+  for (int64_t nb = n0; nb < n1; nb += nblk) {
+    const int64_t ne = min64(nb + nblk, n1);
+    for (int64_t n = nb; n < ne; n += kPanel) pack_panel(w + n * K, K, xs, min64(kPanel, ne - n), panels + (n - nb) / kPanel * panel_elems);
+    for (int64_t m = 0; m < M; m += kPanelMR) {
+      const int mr = static_cast<int>(min64(kPanelMR, M - m));
+      for (int64_t n = nb; n < ne; n += kPanel)
+        kPanelTiles[mr - 1](x + m * xs, xs, panels + (n - nb) / kPanel * panel_elems, n, min64(kPanel, ne - n), m, ep,
+                            out, ldo);
+    }
+  }
+  free(panels);
+}
+
+constexpr int64_t kPanelMinRows = 8;  // below this, repacking the weights costs more than it saves
+
+void int8_gemm(const uint8_t* xbuf, bool, int64_t M, int64_t K, const int8_t* w, int64_t n0, int64_t n1,
+               const Int8Epilogue& ep, float* out, int64_t ldo) {
+  const int16_t* x = reinterpret_cast<const int16_t*>(xbuf);
+  const int64_t xs = round_up(K, 16);
+  if (M < kPanelMinRows)
+    int8_gemm_rows(x, xs, M, K, w, n0, n1, ep, out, ldo);
+  else
+    int8_gemm_panels(x, xs, M, K, w, n0, n1, ep, out, ldo);
 }
 
 // ------------------------------------------------------------------------------------------------ W1A8
@@ -352,8 +515,8 @@ void w1a1_gemm(const int32_t* xbits, int64_t M, int64_t KW, int64_t K, const int
   }
 }
 
-const Kernels kTable = {"avx2",           quantize_affine, quantize_absmax, int8_prep_stride, int8_prep, int8_gemm,
-                        w1a8_prep_stride, w1a8_prep,       w1a8_gemm,       w1a1_gemm};
+const Kernels kTable = {"avx2",    quantize_affine,  quantize_absmax, fake_quantize, int8_prep_stride, int8_prep,
+                        int8_gemm, w1a8_prep_stride, w1a8_prep,       w1a8_gemm,     w1a1_gemm};
 
 }  // namespace
 

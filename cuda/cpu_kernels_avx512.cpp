@@ -285,8 +285,14 @@ void w1a1_gemm(const int32_t* xbits, int64_t M, int64_t KW, int64_t K, const int
   }
 }
 
-const Kernels kTable = {"avx512-vnni",    quantize_affine, quantize_absmax, int8_prep_stride, int8_prep, int8_gemm,
-                        w1a8_prep_stride, w1a8_prep,       w1a8_gemm,       w1a1_gemm};
+// Elementwise and memory-bound: the AVX2 code is as fast (every AVX-512 CPU runs it).
+bool fake_quantize(const float* x, int64_t C, int64_t r0, int64_t r1, const float* lo, const float* scale,
+                   int64_t cs, float levels, float* out) {
+  return avx2_kernels().fake_quantize(x, C, r0, r1, lo, scale, cs, levels, out);
+}
+
+const Kernels kTable = {"avx512-vnni", quantize_affine,  quantize_absmax, fake_quantize, int8_prep_stride, int8_prep,
+                        int8_gemm,     w1a8_prep_stride, w1a8_prep,       w1a8_gemm,     w1a1_gemm};
 
 }  // namespace
 

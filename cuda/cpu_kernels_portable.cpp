@@ -47,6 +47,20 @@ bool quantize_absmax(const float* x, int64_t K, int64_t r0, int64_t r1, int8_t* 
   return bad;
 }
 
+bool fake_quantize(const float* x, int64_t C, int64_t r0, int64_t r1, const float* lo, const float* scale,
+                   int64_t cs, float levels, float* out) {
+  bool nan = false;
+  for (int64_t r = r0; r < r1; ++r)
+    for (int64_t c = 0; c < C; ++c) {
+      const float l = lo[c * cs], s = scale[c * cs], v = x[r * C + c];
+      if (v != v) nan = true;
+      float q = nearbyintf((v - l) / s);
+      q = q < 0.f ? 0.f : (q > levels ? levels : q);
+      out[r * C + c] = fmaf(q, s, l);
+    }
+  return nan;
+}
+
 // int8 GEMM: activations widened to int16 rows of K.
 int64_t int8_prep_stride(int64_t K) { return K * 2; }
 
@@ -121,8 +135,8 @@ void w1a1_gemm(const int32_t* xbits, int64_t M, int64_t KW, int64_t K, const int
   }
 }
 
-const Kernels kTable = {"portable",       quantize_affine, quantize_absmax, int8_prep_stride, int8_prep, int8_gemm,
-                        w1a8_prep_stride, w1a8_prep,       w1a8_gemm,       w1a1_gemm};
+const Kernels kTable = {"portable", quantize_affine,  quantize_absmax, fake_quantize, int8_prep_stride, int8_prep,
+                        int8_gemm,  w1a8_prep_stride, w1a8_prep,       w1a8_gemm,     w1a1_gemm};
 
 }  // namespace
 

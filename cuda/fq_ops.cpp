@@ -145,13 +145,17 @@ at::Tensor quantize_affine_u8_cpu(const at::Tensor& x_in, const at::Tensor& x_mi
   check_vector(x_min, "x_min", at::kFloat, M, true);
   check_vector(x_max, "x_max", at::kFloat, M, true);
   TORCH_CHECK_VALUE(bits >= 2 && bits <= 8, "quantization bit width must be an integer in [2, 8], got ", bits);
-  TORCH_CHECK_VALUE(!at::isnan(x_min).any().item<bool>(), "x_min contains NaN; quantization of NaN is undefined");
-  TORCH_CHECK_VALUE(!at::isnan(x_max).any().item<bool>(), "x_max contains NaN; quantization of NaN is undefined");
   const int64_t levels = (int64_t(1) << bits) - 1;
-  // The step size with the very ATen ops of fq_plugin.quant.affine_scale: bit-identical by construction.
-  const at::Tensor lo = x_min.contiguous();
-  const at::Tensor span = x_max - lo;
-  const at::Tensor scale = at::where(span > 0, span / levels, at::ones_like(span)).contiguous();
+  // The step size of fq_plugin.quant.affine_scale, s = (x_max - x_min) / levels or 1 for a zero range: single
+  // IEEE float operations, so bit-identical to the ATen ops (and cheaper per call than dispatching them).
+  const at::Tensor lo = x_min.contiguous(), hi = x_max.contiguous();
+  at::Tensor scale = at::empty({lo.size(0)}, at::TensorOptions().dtype(at::kFloat));
+  for (int64_t i = 0; i < lo.size(0); ++i) {
+    const float l = lo.data_ptr<float>()[i], h = hi.data_ptr<float>()[i], span = h - l;
+    TORCH_CHECK_VALUE(l == l, "x_min contains NaN; quantization of NaN is undefined");
+    TORCH_CHECK_VALUE(h == h, "x_max contains NaN; quantization of NaN is undefined");
+    scale.data_ptr<float>()[i] = span > 0.f ? span / static_cast<float>(levels) : 1.f;
+  }
   const at::Tensor x = x_in.contiguous();
   at::Tensor out = new_buffer({M, K}, at::kByte);
   std::atomic<bool> nan{false};
@@ -160,6 +164,29 @@ at::Tensor quantize_affine_u8_cpu(const at::Tensor& x_in, const at::Tensor& x_mi
   at::parallel_for(0, M, grain_for(K), [&](int64_t r0, int64_t r1) {
     if (kr.quantize_affine(x.data_ptr<float>(), K, r0, r1, lo.data_ptr<float>(), scale.data_ptr<float>(), stride,
                            static_cast<float>(levels), out.data_ptr<uint8_t>()))
+      nan = true;
+  });
+  TORCH_CHECK_VALUE(!nan.load(), "x contains NaN; quantization of NaN is undefined");
+  return out;
+}
+
+at::Tensor fake_quantize_affine_cpu(const at::Tensor& x_in, const at::Tensor& x_min_in, const at::Tensor& scale_in,
+                                    int64_t bits) {
+  TORCH_CHECK_TYPE(x_in.scalar_type() == at::kFloat, "x must be torch.float32, got ", x_in.scalar_type());
+  TORCH_CHECK_VALUE(x_in.dim() >= 1, "x must have at least one dimension");
+  const int64_t C = x_in.size(-1), M = C ? x_in.numel() / C : 0;
+  check_vector(x_min_in, "x_min", at::kFloat, C, true);
+  check_vector(scale_in, "scale", at::kFloat, C, true);
+  TORCH_CHECK_VALUE(x_min_in.size(0) == scale_in.size(0), "x_min and scale must have the same shape");
+  TORCH_CHECK_VALUE(bits >= 2 && bits <= 8, "quantization bit width must be an integer in [2, 8], got ", bits);
+  const at::Tensor x = x_in.contiguous(), lo = x_min_in.contiguous(), scale = scale_in.contiguous();
+  at::Tensor out = new_buffer(x.sizes(), at::kFloat);
+  std::atomic<bool> nan{false};
+  const Kernels& kr = kernels();
+  const int64_t stride = lo.size(0) == 1 ? 0 : 1;
+  at::parallel_for(0, M, grain_for(C), [&](int64_t r0, int64_t r1) {
+    if (kr.fake_quantize(x.data_ptr<float>(), C, r0, r1, lo.data_ptr<float>(), scale.data_ptr<float>(), stride,
+                         static_cast<float>((int64_t(1) << bits) - 1), out.data_ptr<float>()))
       nan = true;
   });
   TORCH_CHECK_VALUE(!nan.load(), "x contains NaN; quantization of NaN is undefined");
@@ -224,7 +251,7 @@ at::Tensor int8_linear_impl(const at::Tensor& x_q_in, bool x_signed, const at::T
                           rx.data_ptr<int32_t>(), w_scale.data_ptr<float>(), w_zero.data_ptr<float>(),
                           w_sum.data_ptr<int32_t>(), bias.defined() ? bias.data_ptr<float>() : nullptr,
                           static_cast<float>(K)};
-  constexpr int64_t kBlock = 12;  // a multiple of every path's register tile width
+  constexpr int64_t kBlock = 48;  // a multiple of every path's register tile and panel width
   const int64_t blocks = (N + kBlock - 1) / kBlock;
   at::parallel_for(0, blocks, grain_for(M * kBlock * K), [&](int64_t b0, int64_t b1) {
     kr.int8_gemm(xbuf.data_ptr<uint8_t>(), x_signed, M, K, w_q.data_ptr<int8_t>(), b0 * kBlock,
@@ -361,6 +388,7 @@ at::Tensor binary_linear_w1a1_cpu(const at::Tensor& x_bits_in, const at::Tensor&
 TORCH_LIBRARY(fq_plugin, m) {
   m.def("quantize_affine_u8(Tensor x, Tensor x_min, Tensor x_max, int bits=8) -> Tensor");
   m.def("quantize_absmax_i8(Tensor x) -> (Tensor, Tensor)");
+  m.def("fake_quantize_affine(Tensor x, Tensor x_min, Tensor scale, int bits=8) -> Tensor");
   m.def("int8_linear(Tensor x_q, Tensor x_scale, Tensor x_zero, Tensor w_q, Tensor w_scale, Tensor w_zero, "
         "Tensor w_sum, Tensor? bias=None) -> Tensor");
   m.def("int8_linear_symmetric(Tensor x_q, Tensor x_scale, Tensor w_q, Tensor w_scale, Tensor w_zero, "
@@ -374,6 +402,7 @@ TORCH_LIBRARY(fq_plugin, m) {
 TORCH_LIBRARY_IMPL(fq_plugin, CPU, m) {
   m.impl("quantize_affine_u8", &quantize_affine_u8_cpu);
   m.impl("quantize_absmax_i8", &quantize_absmax_i8_cpu);
+  m.impl("fake_quantize_affine", &fake_quantize_affine_cpu);
   m.impl("int8_linear", &int8_linear_cpu);
   m.impl("int8_linear_symmetric", &int8_linear_symmetric_cpu);
   m.impl("pack_signs", &pack_signs_cpu);

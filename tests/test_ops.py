@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 EPS = torch.finfo(torch.float32).eps
 # (M, N, K): decoding batches (1..4), training/batched shapes, Transformer base/big sizes, odd sizes
 SHAPES = [(1, 1, 1), (1, 7, 31), (3, 5, 33), (4, 64, 100), (64, 33, 257), (257, 9, 64), (2, 512, 512),
-          (1, 1024, 1024), (3, 96, 2048), (5, 33, 4096), (4, 32000, 512)]
+          (8, 16, 16), (13, 45, 77), (50, 1000, 130), (1, 1024, 1024), (3, 96, 2048), (5, 33, 4096), (4, 32000, 512)]
 BINARY_SHAPES = SHAPES[:-1]  # the vocabulary projection stays 8-bit in binarized models
 ISAS = ["portable", "avx2", "avx512-vnni"]
 
@@ -146,6 +146,35 @@ def test_quantize_affine_u8_bit_identical_to_fake_quantize(path, m, k, bits):
     one = run(path, ops.quantize_affine_u8, x, lo[:1], hi[:1], bits)  # one range for all rows
     assert torch.equal(one, ref.quantize_affine_u8(x, lo[:1].expand(m).contiguous(), hi[:1].expand(m).contiguous(),
                                                    bits))
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (5, 7, 130), (3, 129), (257, 128), (0, 4), (2, 3, 0)])
+@pytest.mark.parametrize("per_feature", [True, False])
+@pytest.mark.parametrize("bits", [8, 4, 2])
+def test_fake_quantize_affine_bit_identical_to_fake_quantize(path, shape, per_feature, bits):
+    x = torch.randn(*shape) * 3
+    if x.numel() > 2:
+        x.view(-1)[0], x.view(-1)[1] = float("inf"), float("-inf")
+    n = shape[-1] if per_feature else 1
+    lo, hi = torch.randn(n) - 2, torch.randn(n) + 2
+    if n > 1:
+        hi[1] = lo[1]  # a zero range
+    scale = torch.where(hi > lo, (hi - lo) / (2**bits - 1), torch.ones_like(hi))
+    out = run(path, ops.fake_quantize_affine, x, lo, scale, bits)
+    assert out.shape == x.shape and torch.equal(out, fake_quantize(x, lo, hi, bits))
+
+
+def test_fake_quantize_affine_rejects_nan_and_bad_ranges(path):
+    x = torch.randn(4, 40)
+    x[2, 33] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        run(path, ops.fake_quantize_affine, x, torch.zeros(40), torch.ones(40), 8)
+    with pytest.raises(ValueError, match=r"x_min must have shape \[40\] or \[1\]"):
+        ops.fake_quantize_affine(x, torch.zeros(4), torch.ones(4))
+    with pytest.raises(ValueError, match="same shape"):
+        ops.fake_quantize_affine(x, torch.zeros(1), torch.ones(40))
+    with pytest.raises(ValueError, match="bit width"):
+        ops.fake_quantize_affine(x, torch.zeros(1), torch.ones(1), 1)
 
 
 def test_quantize_affine_u8_rounds_half_to_even(path):
@@ -352,6 +381,9 @@ def test_opcheck():
                           (bits, sx, ref.pack_signs(torch.randn(5, 40)), sw, None, 40, True),
                           test_utils=("test_schema", "test_faketensor"))
     torch.library.opcheck(torch.ops.fq_plugin.quantize_absmax_i8.default, (torch.randn(3, 7),),
+                          test_utils=("test_schema", "test_faketensor"))
+    torch.library.opcheck(torch.ops.fq_plugin.fake_quantize_affine.default,
+                          (torch.randn(2, 3, 7), torch.zeros(7), torch.full((7,), 0.1), 8),
                           test_utils=("test_schema", "test_faketensor"))
 
 

@@ -158,6 +158,26 @@ def test_nan_input_raises_in_training_and_eval():
         q(torch.tensor([1.0, float("nan")]))
 
 
+@pytest.mark.parametrize("buckets,bucket_dim", [(1, -1), (6, -1), (4, 1)])
+def test_inference_path_gives_the_training_path_values(buckets, bucket_dim):
+    """Eval without autograd runs cached step sizes (one fused op when the ranges are per tensor or per last-dim
+    feature); the values are bit for bit those of the differentiable path, for contiguous and strided inputs."""
+    q = _enabled(ActivationQuantizer(num_buckets=buckets, bucket_dim=bucket_dim))
+    q.train()
+    q(torch.randn(3, 4, 6) * 2)
+    q.eval()
+    x = torch.randn(3, 4, 6) * 3
+    expected = fake_quantize(x.requires_grad_(), q.x_min.view(q._range_shape(x)), q.x_max.view(q._range_shape(x)))
+    with torch.no_grad():
+        for inp in (x.detach(), x.detach().transpose(0, 1).contiguous().transpose(0, 1)):
+            out = q(inp)
+            assert torch.equal(out, expected.detach()) and out.stride() == inp.stride()
+        x_nan = x.detach().clone()
+        x_nan[1, 2, 3] = float("nan")
+        with pytest.raises(FloatingPointError, match="NaN"):
+            q(x_nan)
+
+
 def test_relu_quantizer_fixes_x_min_to_zero():
     q = _enabled(ActivationQuantizer(unsigned=True))
     q.train()

@@ -13,7 +13,7 @@ import torch
 from . import _ext, reference
 from .reference import MAX_K, pack_ternary, unpack_ternary, words_for
 
-__all__ = ["quantize_affine_u8", "quantize_absmax_i8", "int8_linear", "int8_linear_symmetric", "pack_signs",
+__all__ = ["quantize_affine_u8", "quantize_absmax_i8", "fake_quantize_affine", "int8_linear", "int8_linear_symmetric", "pack_signs",
            "unpack_signs", "binary_linear_w1a8", "binary_linear_w1a1", "pack_ternary", "unpack_ternary",
            "extension_available", "backend_info", "set_cpu_isa", "words_for", "SCHEMAS"]
 
@@ -21,6 +21,7 @@ __all__ = ["quantize_affine_u8", "quantize_absmax_i8", "int8_linear", "int8_line
 SCHEMAS = {
     "quantize_affine_u8": "quantize_affine_u8(Tensor x, Tensor x_min, Tensor x_max, int bits=8) -> Tensor",
     "quantize_absmax_i8": "quantize_absmax_i8(Tensor x) -> (Tensor, Tensor)",
+    "fake_quantize_affine": "fake_quantize_affine(Tensor x, Tensor x_min, Tensor scale, int bits=8) -> Tensor",
     "int8_linear": "int8_linear(Tensor x_q, Tensor x_scale, Tensor x_zero, Tensor w_q, Tensor w_scale, "
                    "Tensor w_zero, Tensor w_sum, Tensor? bias=None) -> Tensor",
     "int8_linear_symmetric": "int8_linear_symmetric(Tensor x_q, Tensor x_scale, Tensor w_q, Tensor w_scale, "
@@ -35,6 +36,7 @@ SCHEMAS = {
 _REFERENCE_IMPLS = {
     "quantize_affine_u8": reference.quantize_affine_u8,
     "quantize_absmax_i8": reference.quantize_absmax_i8,
+    "fake_quantize_affine": reference.fake_quantize_affine,
     "int8_linear": reference.int8_linear,
     "int8_linear_symmetric": reference.int8_linear_symmetric,
     "pack_signs": reference.pack_signs,
@@ -68,6 +70,8 @@ def _register_fakes():
         lambda x, x_min, x_max, bits=8: x.new_empty(x.shape, dtype=torch.uint8))
     torch.library.register_fake("fq_plugin::quantize_absmax_i8")(
         lambda x: (x.new_empty(x.shape, dtype=torch.int8), x.new_empty((x.shape[0],), dtype=torch.float32)))
+    torch.library.register_fake("fq_plugin::fake_quantize_affine")(
+        lambda x, x_min, scale, bits=8: torch.empty_like(x, memory_format=torch.contiguous_format))
     torch.library.register_fake("fq_plugin::int8_linear")(
         lambda x_q, x_scale, x_zero, w_q, *args: out_mn(x_q, w_q))
     torch.library.register_fake("fq_plugin::int8_linear_symmetric")(
@@ -191,6 +195,26 @@ def quantize_absmax_i8(x):
     """
     _tensor(x, "x", torch.float32, 2)
     return torch.ops.fq_plugin.quantize_absmax_i8(x)
+
+
+def fake_quantize_affine(x, x_min, scale, bits: int = 8) -> torch.Tensor:
+    """Affine fake quantization with a frozen grid in one pass (see
+    :func:`fq_plugin.ops.reference.fake_quantize_affine`; bit-identical to it).
+
+    Args:
+        x: float32 ``[..., C]``; x_min, scale: float32 ``[C]`` (one range per feature) or ``[1]``; bits: 2..8.
+    Returns:
+        float32 tensor shaped like ``x``. Raises ``ValueError`` on NaN.
+    """
+    if not isinstance(x, torch.Tensor) or x.dtype != torch.float32 or x.dim() < 1:
+        raise TypeError(f"x must be a float32 tensor with at least one dimension, got {x!r:.80}")
+    _vector(x_min, "x_min", torch.float32, x.shape[-1], broadcast_ok=True)
+    _vector(scale, "scale", torch.float32, x.shape[-1], broadcast_ok=True)
+    if x_min.shape != scale.shape:
+        raise ValueError(f"x_min and scale must have the same shape, got {tuple(x_min.shape)} and {tuple(scale.shape)}")
+    _same_device(x, x_min, scale)
+    reference.check_bits(bits)
+    return torch.ops.fq_plugin.fake_quantize_affine(x, x_min, scale, bits)
 
 
 def int8_linear(x_q, x_scale, x_zero, w_q, w_scale, w_zero, w_sum, bias=None) -> torch.Tensor:

@@ -11,7 +11,7 @@ raises the same errors as the C++ kernels.
 """
 import torch
 
-from ..quant.affine import affine_scale, check_bits
+from ..quant.affine import affine_scale, check_bits, fake_quantize_with_scale
 
 ABSMAX_LEVELS = 127  # Q_b - 1 for 8-bit symmetric activations (codes in [-127, 127])
 MAX_K = 65536  # int32 accumulators of 8-bit products stay exact up to this depth (255 * 128 * K < 2^31)
@@ -60,6 +60,22 @@ def quantize_affine_u8(x: torch.Tensor, x_min: torch.Tensor, x_max: torch.Tensor
     x_min, x_max = _column(x_min), _column(x_max)
     scale = affine_scale(x_min, x_max, bits)
     return torch.round((x - x_min) / scale).clamp_(0, 2**bits - 1).to(torch.uint8)
+
+
+def fake_quantize_affine(x: torch.Tensor, x_min: torch.Tensor, scale: torch.Tensor, bits: int = 8) -> torch.Tensor:
+    """``x_min + scale * clamp(round((x - x_min) / scale), 0, 2^bits - 1)`` per feature (last dim): the values of
+    :func:`fq_plugin.quant.fake_quantize` for the range whose step size is ``scale``.
+
+    Args:
+        x: float32 ``[..., C]``.
+        x_min, scale: float32 ``[C]`` or ``[1]``.
+        bits: code width in [2, 8].
+    Returns:
+        float32 contiguous tensor shaped like ``x``.
+    """
+    check_bits(bits)
+    _check_no_nan(x, "x")
+    return fake_quantize_with_scale(x, x_min, scale, bits).contiguous()
 
 
 def quantize_absmax_i8(x: torch.Tensor):

@@ -75,6 +75,16 @@ class WeightQuantizer(Quantizer):
     def forward(self, w: torch.Tensor) -> torch.Tensor:
         if not self._enabled:
             return w
+        if isinstance(w, nn.Parameter) and not (torch.is_grad_enabled() and w.requires_grad):
+            # Inference: a parameter's quantized value is kept until the parameter changes (its version counter).
+            cached = self.__dict__.get("_frozen")
+            if cached is None or cached[0] is not w or cached[1] != w._version:
+                cached = (w, w._version, self._quantize(w))
+                self.__dict__["_frozen"] = cached
+            return cached[2]
+        return self._quantize(w)
+
+    def _quantize(self, w):
         lo, hi = self.ranges(w)
         if not (torch.isfinite(lo).all() and torch.isfinite(hi).all()):
             raise FloatingPointError(f"weight '{self.name}' holds NaN or Inf; refusing to quantize it")
@@ -188,12 +198,13 @@ class ActivationQuantizer(Quantizer):
             return x
         if self.training and self.observing:
             self.observe(x, valid)
-        elif torch.isnan(x).any():
-            raise FloatingPointError(f"NaN reached the quantizer '{self.name}'")
-        elif not (torch.is_grad_enabled() and x.requires_grad) and x.dtype == torch.float32:
-            frozen = self._frozen_grid(x)
-            if frozen is not None:
-                return fake_quantize_with_scale(x, *frozen, self.bits)
+        else:
+            if not (torch.is_grad_enabled() and x.requires_grad) and x.dtype == torch.float32:
+                frozen = self._frozen_grid(x)
+                if frozen is not None:
+                    return self._apply_frozen(x, *frozen)
+            if torch.isnan(x).any():
+                raise FloatingPointError(f"NaN reached the quantizer '{self.name}'")
         shape = self._range_shape(x)
         lo, hi = self.x_min.view(shape), self.x_max.view(shape)
         if not self.initialized.all():
@@ -209,16 +220,32 @@ class ActivationQuantizer(Quantizer):
         return fake_quantize(x, lo, hi, self.bits, self.pass_clamped)
 
     def _frozen_grid(self, x):
-        """``(x_min, scale)`` shaped for ``x`` when every bucket is calibrated, cached while the range buffers
-        are unchanged (inference does not recompute the step sizes and checks per call); else None."""
+        """``(x_min, scale, fused)`` when every bucket is calibrated, cached while the range buffers are unchanged
+        (inference does not recompute the step sizes per call); else None. ``fused``: the ranges are one per
+        tensor or per last-dim feature, so the one-pass ``fake_quantize_affine`` op serves them (1-D ranges);
+        otherwise they are shaped to broadcast against ``x``."""
         key = (x.dim(), self.x_min.data_ptr(), self.x_min._version, self.x_max._version, self.initialized._version)
         if getattr(self, "_grid_key", None) != key:
-            shape = self._range_shape(x)
             self._grid = None
             if bool(self.initialized.all()):
-                self._grid = (self.x_min.view(shape), affine_scale(self.x_min, self.x_max, self.bits).view(shape))
+                scale = affine_scale(self.x_min, self.x_max, self.bits)
+                fused = self.bucket_dim is None or self.bucket_dim % x.dim() == x.dim() - 1
+                shape = (-1,) if fused else self._range_shape(x)
+                self._grid = (self.x_min.view(shape), scale.view(shape), fused)
             self._grid_key = key
         return self._grid
+
+    def _apply_frozen(self, x, x_min, scale, fused):
+        if not (fused and x.is_contiguous()):  # the op returns a contiguous tensor; keep x's strides here
+            if torch.isnan(x).any():
+                raise FloatingPointError(f"NaN reached the quantizer '{self.name}'")
+            return fake_quantize_with_scale(x, x_min, scale, self.bits)  # 1-D ranges broadcast along the last dim
+        try:
+            return torch.ops.fq_plugin.fake_quantize_affine(x, x_min, scale, self.bits)
+        except ValueError as e:
+            if "NaN" not in str(e):
+                raise
+            raise FloatingPointError(f"NaN reached the quantizer '{self.name}'") from e
 
     def select_buckets(self, keep: torch.Tensor):
         """Keep only the buckets ``keep`` (LongTensor), e.g. the features left after FFN node pruning;

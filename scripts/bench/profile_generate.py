@@ -1,5 +1,6 @@
-"""Where beam-search decoding spends its time: torch profiler over fairseq's SequenceGenerator on a few test
-batches of a checkpoint (float, QAT or packed), ops sorted by self CPU time.
+"""Where beam-search decoding spends its time: the shares of the model's decoder and encoder calls and of fairseq's
+search around them (timed without the profiler), then the torch profiler over fairseq's SequenceGenerator on the
+same test batches of a checkpoint (float, QAT or packed), ops sorted by self CPU time.
 
     python scripts/bench/profile_generate.py CHECKPOINT DATA_BIN [--batches 2] [--batch-size 64] [--threads 1]
 """
@@ -8,7 +9,7 @@ import time
 
 import torch
 from fairseq import checkpoint_utils
-from fairseq.sequence_generator import SequenceGenerator
+from fairseq.sequence_generator import EnsembleModel, SequenceGenerator
 from torch.profiler import ProfilerActivity, profile
 
 import fq_plugin  # noqa: F401  (registers our models; fairseq checkpoint types for the safe loader)
@@ -32,14 +33,36 @@ def main():
                                       required_batch_size_multiple=1).next_epoch_itr(shuffle=False)
     batches = [next(batches) for _ in range(args.batches + 1)]
     generator = SequenceGenerator(models, task.target_dictionary, beam_size=4, len_penalty=0.6)
+    spent = {"forward_decoder": 0.0, "forward_encoder": 0.0}
+    for name in spent:
+        setattr(EnsembleModel, name, _timed(getattr(EnsembleModel, name), spent, name))
     with torch.no_grad():
         generator.generate(models, batches[0])  # warm-up: caches, lazily built integer twins
+        spent.update(forward_decoder=0.0, forward_encoder=0.0)
+        start = time.perf_counter()
+        for batch in batches[1:]:
+            generator.generate(models, batch)
+        total = time.perf_counter() - start
+        search = total - sum(spent.values())
+        print(f"{args.batches} batches in {total:.2f}s: decoder {spent['forward_decoder'] / total:.0%}, encoder "
+              f"{spent['forward_encoder'] / total:.0%}, beam search and the rest of fairseq {search / total:.0%}")
         start = time.perf_counter()
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             for batch in batches[1:]:
                 generator.generate(models, batch)
     print(f"{args.batches} batches in {time.perf_counter() - start:.2f}s (profiled)")
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.rows))
+
+
+def _timed(method, spent, name):
+    """``method`` adding its wall time to ``spent[name]``."""
+    def wrapper(*args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return method(*args, **kwargs)
+        finally:
+            spent[name] += time.perf_counter() - start
+    return wrapper
 
 
 if __name__ == "__main__":

@@ -106,7 +106,7 @@ setup(
         "sacremoses>=0.0.53",
         "matplotlib>=3.5",  # fq-report's plot
     ],
-    extras_require={"test": ["pytest>=7"]},
+    extras_require={"test": ["pytest>=7", "pytest-xdist>=3"]},
     ext_modules=EXT_MODULES,
     cmdclass=CMDCLASS,
     entry_points={"console_scripts": ["fq-report = fq_plugin.report:cli_main", "fq-split = fq_plugin.split:main",

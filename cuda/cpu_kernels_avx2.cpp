@@ -1,7 +1,9 @@
 // AVX2 CPU kernels (compiled with -mavx2 -mfma -mpopcnt; selected at run time only on CPUs that have them).
 //
-// int8 GEMM: u8/s8 activations are widened to int16 once, weights on the fly, and multiplied with vpmaddwd
-// (int16 x int16 -> int32 pairs, exact). vpmaddubsw would be twice as wide but saturates for u8 x s8.
+// int8 GEMM: u8/s8 activations are widened to int16 once and multiplied with vpmaddwd (int16 x int16 -> int32
+// pairs, exact); vpmaddubsw would be twice as wide but saturates for u8 x s8. From 8 activation rows on, the
+// weights are repacked per call into int16 panels so that accumulators hold output columns (see int8_gemm_panels);
+// below that, weights are widened on the fly and each output is a dot product along K.
 // W1A8: sign bits expand to byte masks; the masked activations (shifted to u8) are summed with vpsadbw.
 // W1A1: 64-bit xor/and + popcnt (AVX2 has no vector popcount).
 #include <immintrin.h>
@@ -340,7 +342,8 @@ void int8_gemm_panels(const int16_t* x, int64_t xs, int64_t M, int64_t K, const 
   const int64_t panel_elems = xs * kPanel;  // int16 per panel
   int64_t nblk = kL2Bytes / (panel_elems * 2) * kPanel;
   nblk = nblk < kPanel ? kPanel : nblk;
-  int16_t* panels = static_cast<int16_t*>(aligned_alloc(32, ((nblk / kPanel) * panel_elems * 2 + 31) / 32 * 32));
+  const int64_t count = min64(nblk, round_up(n1 - n0, kPanel)) / kPanel;  // panels held at once
+  int16_t* panels = static_cast<int16_t*>(aligned_alloc(32, count * panel_elems * 2));  // a multiple of 32 bytes
   for (int64_t nb = n0; nb < n1; nb += nblk) {
     const int64_t ne = min64(nb + nblk, n1);
     for (int64_t n = nb; n < ne; n += kPanel) pack_panel(w + n * K, K, xs, min64(kPanel, ne - n), panels + (n - nb) / kPanel * panel_elems);

@@ -1,4 +1,6 @@
 """Test helpers: tiny synthetic translation data and runners for the real fairseq command lines."""
+import contextlib
+import io
 import os
 import random
 import re
@@ -61,6 +63,18 @@ def run_cli(tool, *args, cwd=None, check=True, env=None, timeout=900, input_text
     if check and proc.returncode != 0:
         raise AssertionError(f"{tool} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
     return proc
+
+
+def run_main(main, *args):
+    """Call a console script's ``main(argv)`` in this process (no interpreter start-up, for the cases that need no
+    fresh process); return (exit code, stderr text)."""
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        try:
+            code = main([str(a) for a in args])
+        except SystemExit as exit_:
+            code = exit_.code
+    return code or 0, err.getvalue()
 
 
 def train_args(data, save_dir, *extra, arch="fq_transformer_tiny", criterion="qat_label_smoothed_cross_entropy",

@@ -5,7 +5,8 @@
 #
 #   scripts/bench/bench_pack.sh [STEP ...]     steps (default all): sizes train quality speed
 #   env: WORK (work/bench_pack), UPDATES (1000), THREADS (training threads, 2), SEED (1),
-#        SPEED_THREADS ("1 2"), BATCHES ("64 1"), HEAD (sentences of the batch-1 runs, 200)
+#        SPEED_THREADS ("1 2"), BATCHES ("64 1"), HEAD (sentences of the batch-1 runs, 200),
+#        ROUNDS (runs of each speed cell, round-robin over the models; the median is reported; 1)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 WORK=${WORK:-work/bench_pack}
@@ -15,6 +16,7 @@ SEED=${SEED:-1}
 SPEED_THREADS=${SPEED_THREADS:-1 2}
 BATCHES=${BATCHES:-64 1}
 HEAD=${HEAD:-200}
+ROUNDS=${ROUNDS:-1}
 source scripts/bench/common.sh
 QAT=(--criterion qat_label_smoothed_cross_entropy --quant-start-update 100)
 
@@ -127,18 +129,26 @@ step_speed() {
       for batch in $BATCHES; do
         local data=$DATA/data-bin source=$DATA/bpe/test.en count=1000 float_tps=""
         if [ "$batch" = 1 ]; then data=$head/data-bin source=$head/test.en count=$HEAD; fi
+        local -A runs=()
+        for round in $(seq "$ROUNDS"); do  # round-robin, so that a change of machine load hits every model alike
+          for entry in "${CHECKPOINTS[@]}" ct2_int8:ct2_float; do
+            local name=${entry%%:*} log=$out/${entry%%:*}.t$threads.b$batch.r$round.log
+            if [ "$name" = ct2_int8 ]; then
+              python scripts/bench/ct2_translate.py translate --model "$WORK/ct2_float" --source "$source" \
+                --output "$out/ct2.t$threads.b$batch.hyp" --beam 4 --lenpen 0.6 --batch-size "$batch" \
+                --threads "$threads" > "$log" 2>&1
+            else
+              OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads fairseq-generate "$data" --user-dir fq_plugin \
+                --path "$WORK/${entry#*:}" --gen-subset test --beam 4 --lenpen 0.6 --batch-size "$batch" \
+                --required-batch-size-multiple 1 --cpu > "$log.out" 2> "$log"
+            fi
+            runs[$name]+="$(tokens_per_s "$log");"
+          done
+        done
         for entry in "${CHECKPOINTS[@]}" ct2_int8:ct2_float; do
-          local name=${entry%%:*} log=$out/${entry%%:*}.t$threads.b$batch.log
-          if [ "$name" = ct2_int8 ]; then
-            python scripts/bench/ct2_translate.py translate --model "$WORK/ct2_float" --source "$source" \
-              --output "$out/ct2.t$threads.b$batch.hyp" --beam 4 --lenpen 0.6 --batch-size "$batch" \
-              --threads "$threads" > "$log" 2>&1
-          else
-            OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads fairseq-generate "$data" --user-dir fq_plugin \
-              --path "$WORK/${entry#*:}" --gen-subset test --beam 4 --lenpen 0.6 --batch-size "$batch" \
-              --required-batch-size-multiple 1 --cpu > "$log.out" 2> "$log"
-          fi
-          read -r sps tps < <(tokens_per_s "$log")
+          local name=${entry%%:*}
+          # the round with the median tokens/s
+          read -r sps tps < <(tr ';' '\n' <<< "${runs[$name]}" | grep . | sort -k2 -g | awk '{r[NR] = $0} END {print r[int((NR + 1) / 2)]}')
           [ -n "$float_tps" ] || float_tps=$tps
           echo "| $threads | $batch | $count | $name | $sps | $tps | $(echo "scale=2; $tps / $float_tps" | bc) |"
         done

@@ -137,7 +137,8 @@ bool fake_quantize(const float* x, int64_t C, int64_t r0, int64_t r1, const floa
       const __m256 vs = cs ? _mm256_loadu_ps(scale + c) : _mm256_set1_ps(scale[0]);
       const __m256 v = _mm256_loadu_ps(xr + c);
       nan_seen = _mm256_or_ps(nan_seen, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
-      __m256 q = _mm256_round_ps(_mm256_div_ps(_mm256_sub_ps(v, vl), vs), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+      __m256 q = _mm256_div_ps(_mm256_sub_ps(v, vl), vs);
+      q = _mm256_round_ps(q, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
       q = _mm256_min_ps(_mm256_max_ps(q, zero), top);
       _mm256_storeu_ps(o + c, _mm256_fmadd_ps(q, vs, vl));
     }
@@ -310,7 +311,8 @@ void panel_tile(const int16_t* x, int64_t xs, const int16_t* panel, int64_t n, i
       ws[j] = static_cast<float>(ep.ws[c0 + j]);
       bias[j] = ep.bias ? ep.bias[c0 + j] : 0.f;
     }
-    const __m256 vsw = _mm256_load_ps(sw), vzw = _mm256_load_ps(zw), vws = _mm256_load_ps(ws), vb = _mm256_load_ps(bias);
+    const __m256 vsw = _mm256_load_ps(sw), vzw = _mm256_load_ps(zw);
+    const __m256 vws = _mm256_load_ps(ws), vb = _mm256_load_ps(bias);
     for (int i = 0; i < MR; ++i) {
       const int64_t r = m + i;
       const float sx = ep.sx[r * ep.sx_stride], zx = ep.zx[r * ep.zx_stride];
@@ -346,7 +348,8 @@ void int8_gemm_panels(const int16_t* x, int64_t xs, int64_t M, int64_t K, const 
   int16_t* panels = static_cast<int16_t*>(aligned_alloc(32, count * panel_elems * 2));  // a multiple of 32 bytes
   for (int64_t nb = n0; nb < n1; nb += nblk) {
     const int64_t ne = min64(nb + nblk, n1);
-    for (int64_t n = nb; n < ne; n += kPanel) pack_panel(w + n * K, K, xs, min64(kPanel, ne - n), panels + (n - nb) / kPanel * panel_elems);
+    for (int64_t n = nb; n < ne; n += kPanel)
+      pack_panel(w + n * K, K, xs, min64(kPanel, ne - n), panels + (n - nb) / kPanel * panel_elems);
     for (int64_t m = 0; m < M; m += kPanelMR) {
       const int mr = static_cast<int>(min64(kPanelMR, M - m));
       for (int64_t n = nb; n < ne; n += kPanel)

@@ -13,8 +13,8 @@ import torch
 from . import _ext, reference
 from .reference import MAX_K, pack_ternary, unpack_ternary, words_for
 
-__all__ = ["quantize_affine_u8", "quantize_absmax_i8", "fake_quantize_affine", "int8_linear", "int8_linear_symmetric", "pack_signs",
-           "unpack_signs", "binary_linear_w1a8", "binary_linear_w1a1", "pack_ternary", "unpack_ternary",
+__all__ = ["quantize_affine_u8", "quantize_absmax_i8", "fake_quantize_affine", "int8_linear", "int8_linear_symmetric",
+           "pack_signs", "unpack_signs", "binary_linear_w1a8", "binary_linear_w1a1", "pack_ternary", "unpack_ternary",
            "extension_available", "backend_info", "set_cpu_isa", "words_for", "SCHEMAS"]
 
 # One schema per op; the C++ extension defines the same strings (tests compare them).

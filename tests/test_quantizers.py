@@ -160,8 +160,8 @@ def test_nan_input_raises_in_training_and_eval():
 
 @pytest.mark.parametrize("buckets,bucket_dim", [(1, -1), (6, -1), (4, 1)])
 def test_inference_path_gives_the_training_path_values(buckets, bucket_dim):
-    """Eval without autograd runs cached step sizes (one fused op when the ranges are per tensor or per last-dim
-    feature); the values are bit for bit those of the differentiable path, for contiguous and strided inputs."""
+    """Eval without autograd runs cached step sizes; the values are bit for bit those of the differentiable path,
+    for contiguous and strided inputs."""
     q = _enabled(ActivationQuantizer(num_buckets=buckets, bucket_dim=bucket_dim))
     q.train()
     q(torch.randn(3, 4, 6) * 2)

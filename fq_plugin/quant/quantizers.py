@@ -198,13 +198,14 @@ class ActivationQuantizer(Quantizer):
             return x
         if self.training and self.observing:
             self.observe(x, valid)
-        else:
-            if not (torch.is_grad_enabled() and x.requires_grad) and x.dtype == torch.float32:
-                frozen = self._frozen_grid(x)
-                if frozen is not None:
-                    return self._apply_frozen(x, *frozen)
-            if torch.isnan(x).any():
-                raise FloatingPointError(f"NaN reached the quantizer '{self.name}'")
+        elif torch.isnan(x).any():
+            raise FloatingPointError(f"NaN reached the quantizer '{self.name}'")
+        elif not (torch.is_grad_enabled() and x.requires_grad) and x.dtype == torch.float32:
+            frozen = self._frozen_grid(x)
+            if frozen is not None:
+                # torch.ops.fq_plugin.fake_quantize_affine gives the same values in one pass, but fairseq-train runs
+                # using it here aborted at exit about half of the time (test_pruning's fq_pruning runs; cause unknown).
+                return fake_quantize_with_scale(x, *frozen, self.bits)
         shape = self._range_shape(x)
         lo, hi = self.x_min.view(shape), self.x_max.view(shape)
         if not self.initialized.all():
@@ -230,13 +231,6 @@ class ActivationQuantizer(Quantizer):
                 self._grid = (self.x_min.view(shape), affine_scale(self.x_min, self.x_max, self.bits).view(shape))
             self._grid_key = key
         return self._grid
-
-    def _apply_frozen(self, x, x_min, scale):
-        # torch.ops.fq_plugin.fake_quantize_affine computes the same values in one pass, but fairseq-train processes
-        # that used it here aborted at exit about half of the time (test_pruning's fq_pruning runs; cause not found).
-        if torch.isnan(x).any():
-            raise FloatingPointError(f"NaN reached the quantizer '{self.name}'")
-        return fake_quantize_with_scale(x, x_min, scale, self.bits)
 
     def select_buckets(self, keep: torch.Tensor):
         """Keep only the buckets ``keep`` (LongTensor), e.g. the features left after FFN node pruning;

@@ -1,11 +1,10 @@
 """The linear projection of the binarized Transformers: binary/ternary weights, an optional quantizer on its
 input, BitNet's LayerNorm inside the layer and BMT's LayerNorm on its output."""
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..quant import valid_positions
-from .packed_linear import PackedBinaryLinear, binary_planes, cached_twin, pack_binary_weight
+from .packed_linear import PackedBinaryLinear, binary_planes, cached_twin, linear_rows, pack_binary_weight
 
 
 class BinaryLinear(nn.Linear):
@@ -58,7 +57,7 @@ class BinaryLinear(nn.Linear):
             return self.output_norm(y) if self.output_norm is not None else y
         if self.input_quantizer is not None:
             x = self.input_quantizer(x, valid_positions(x))
-        y = F.linear(x, self.quantized_weight(), self.bias)
+        y = linear_rows(x, self.quantized_weight(), self.bias)
         return self.output_norm(y) if self.output_norm is not None else y
 
     # FFN pruning protocol: keep only some output features (fc1) or input features (fc2).

@@ -41,6 +41,15 @@ def pack_int8_weight(weight: torch.Tensor, quantizer: WeightQuantizer) -> dict:
             "weight_scale": affine_scale(lo, hi, quantizer.bits), "weight_min": lo}
 
 
+def linear_rows(x, weight, bias=None):
+    """``F.linear`` on ``x`` flattened to rows. torch runs some 3-D inputs (one decoding step's B x 1 x C view of a
+    T x B x C tensor: a size-1 dim with an unusual stride) as a batched product that re-reads the weight for every
+    row, two orders of magnitude slower for a vocabulary projection."""
+    if x.dim() <= 2:
+        return F.linear(x, weight, bias)
+    return F.linear(x.reshape(-1, x.shape[-1]), weight, bias).view(x.shape[:-1] + (weight.shape[0],))
+
+
 def _register_codes(module, rows, cols):
     module.register_buffer("weight_codes", torch.zeros(rows, cols, dtype=torch.uint8))
     module.register_buffer("weight_scale", torch.ones(rows))
@@ -183,7 +192,7 @@ class PackedInt8Linear(_PackedLayer):
     def forward(self, x):
         grid = self._input_grid() if x.dtype == torch.float32 else None
         if grid is None:
-            y = F.linear(x, self.dense_weight().to(x.dtype), self.bias)
+            y = linear_rows(x, self.dense_weight().to(x.dtype), self.bias)
         else:
             x_min, x_max, x_scale, bits = grid
             w_q, w_zero, w_sum = self._kernel_weight()
@@ -256,7 +265,7 @@ class PackedBinaryLinear(_PackedLayer):
             x = self.input_norm(x)
         q = self.input_quantizer
         if q is None or not q._enabled or x.dtype != torch.float32:
-            y = F.linear(x, self.dense_weight().to(x.dtype), self.bias)
+            y = linear_rows(x, self.dense_weight().to(x.dtype), self.bias)
         else:
             y = self._binary_matmul(x.reshape(-1, self.in_features)).view(x.shape[:-1] + (self.out_features,))
             if self.bias is not None:

@@ -4,7 +4,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..quant import valid_positions
-from .packed_linear import PackedInt8Linear, cached_twin, pack_int8_weight
+from .packed_linear import PackedInt8Linear, cached_twin, linear_rows, pack_int8_weight
 from .quant_config import apply_quantizer
 
 
@@ -46,7 +46,7 @@ class QuantLinear(nn.Linear):
         if twin is not None:
             y = twin(x)
         else:
-            y = F.linear(x, apply_quantizer(self.weight_quantizer, self.weight), self.bias)
+            y = linear_rows(x, apply_quantizer(self.weight_quantizer, self.weight), self.bias)
         if self.output_quantizer is not None:
             y = self.output_quantizer(y, valid_positions(y))
         return y

@@ -3,6 +3,7 @@ search around them (timed without the profiler), then the torch profiler over fa
 same test batches of a checkpoint (float, QAT or packed), ops sorted by self CPU time.
 
     python scripts/bench/profile_generate.py CHECKPOINT DATA_BIN [--batches 2] [--batch-size 64] [--threads 1]
+                                             [--fixed-length L]
 """
 import argparse
 import time
@@ -23,6 +24,8 @@ def main():
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--rows", type=int, default=25, help="ops listed")
+    parser.add_argument("--fixed-length", type=int, default=None,
+                        help="every hypothesis exactly this many tokens (untrained models, speed only)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     models, _, task = checkpoint_utils.load_model_ensemble_and_task([args.checkpoint],
@@ -32,7 +35,9 @@ def main():
     batches = task.get_batch_iterator(task.dataset("test"), max_sentences=args.batch_size,
                                       required_batch_size_multiple=1).next_epoch_itr(shuffle=False)
     batches = [next(batches) for _ in range(args.batches + 1)]
-    generator = SequenceGenerator(models, task.target_dictionary, beam_size=4, len_penalty=0.6)
+    length = {} if args.fixed_length is None else dict(max_len_a=0, max_len_b=args.fixed_length,
+                                                        min_len=args.fixed_length)
+    generator = SequenceGenerator(models, task.target_dictionary, beam_size=4, len_penalty=0.6, **length)
     spent = {"forward_decoder": 0.0, "forward_encoder": 0.0}
     for name in spent:
         setattr(EnsembleModel, name, _timed(getattr(EnsembleModel, name), spent, name))

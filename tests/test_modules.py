@@ -115,3 +115,16 @@ def test_unknown_points_and_bits_fail_fast():
         parse_points("qkv,softmax")
     with pytest.raises(ValueError, match="bit width"):
         QuantSpec(bits=9)
+
+
+@pytest.mark.parametrize("shape", [(1, 6, 16), (3, 6, 16), (0, 6, 16)])
+def test_linear_rows_is_f_linear_on_a_decoding_step_view(shape):
+    """The B x T x C view of a T x B x C tensor (what fairseq's output layer gets) gives F.linear's values."""
+    from fq_plugin.modules.packed_linear import linear_rows
+    x = torch.randn(shape).transpose(0, 1)
+    weight, bias = torch.randn(40, 16), torch.randn(40)
+    out = linear_rows(x, weight, bias)
+    assert out.shape == (6, shape[0], 40)
+    torch.testing.assert_close(out, F.linear(x.contiguous(), weight, bias))
+    if shape[0]:  # one 1-D row
+        torch.testing.assert_close(linear_rows(x[0, 0], weight), F.linear(x[0, 0], weight))

@@ -3,7 +3,7 @@
 # the quality and fairseq-generate speed of packed checkpoints next to the fake-quantized checkpoints they come
 # from, float fairseq and CTranslate2 int8 (the outside anchor), all translating the same test set.
 #
-#   scripts/bench/bench_pack.sh [STEP ...]     steps (default all): sizes train quality speed
+#   scripts/bench/bench_pack.sh [STEP ...]     steps (default all): sizes train quality speed base_speed
 #   env: WORK (work/bench_pack), UPDATES (1000), THREADS (training threads, 2), SEED (1),
 #        SPEED_THREADS ("1 2"), BATCHES ("64 1"), HEAD (sentences of the batch-1 runs, 200),
 #        ROUNDS (runs of each speed cell, round-robin over the models; the median is reported; 1)
@@ -107,6 +107,9 @@ EOF
   } | tee "$WORK/quality.md"
 }
 
+median_run() {  # "sps tps;sps tps;...": the run with the median tokens/s
+  tr ';' '\n' <<< "$1" | grep . | sort -k2 -g | awk '{r[NR] = $0} END {print r[int((NR + 1) / 2)]}'
+}
 tokens_per_s() { grep -o '[0-9.]* sentences/s, [0-9.]* tokens/s' "$1" | tail -1 | awk '{print $1, $3}'; }
 
 step_speed() {
@@ -147,8 +150,7 @@ step_speed() {
         done
         for entry in "${CHECKPOINTS[@]}" ct2_int8:ct2_float; do
           local name=${entry%%:*}
-          # the round with the median tokens/s
-          read -r sps tps < <(tr ';' '\n' <<< "${runs[$name]}" | grep . | sort -k2 -g | awk '{r[NR] = $0} END {print r[int((NR + 1) / 2)]}')
+          read -r sps tps < <(median_run "${runs[$name]}")
           [ -n "$float_tps" ] || float_tps=$tps
           echo "| $threads | $batch | $count | $name | $sps | $tps | $(echo "scale=2; $tps / $float_tps" | bc) |"
         done
@@ -157,6 +159,69 @@ step_speed() {
   } | tee "$WORK/speed.md"
 }
 
+step_base_speed() {
+  # fairseq-generate speed at Transformer-base shapes (d 512, FFN 2048, 6+6 layers, 32k vocabulary) on the
+  # one-update models of step_sizes: their translations are meaningless, so every hypothesis is forced to exactly
+  # $FIXED_LEN tokens (--min-len = --max-len-b) and all models do the same work. 128 sentences of 20 random words.
+  local dir=$WORK/sizes out=$WORK/base_speed
+  local fixed=${FIXED_LEN:-30}
+  mkdir -p "$out"
+  if [ ! -s "$dir/bin/test.en-de.en.bin" ]; then
+    python - "$dir/raw" <<'EOF2'
+import random, sys
+words = [line.split()[0] for line in open(f"{sys.argv[1]}/dict.txt")]
+rng = random.Random(1)
+for lang in ("en", "de"):
+    with open(f"{sys.argv[1]}/test.{lang}", "w") as f:
+        f.writelines(" ".join(rng.choice(words) for _ in range(20)) + "\n" for _ in range(128))
+EOF2
+    fairseq-preprocess --source-lang en --target-lang de --testpref "$dir/raw/test" --srcdict "$dir/raw/dict.txt" \
+      --tgtdict "$dir/raw/dict.txt" --destdir "$dir/bin" --workers 1 > /dev/null
+  fi
+  # One range per activation point, as fqt_deploy: every GEMM of the packed model runs in int8.
+  [ -s "$dir/int8_deploy/checkpoint_last.pt" ] || fairseq-train "$dir/bin" --save-dir "$dir/int8_deploy" \
+    --share-all-embeddings --optimizer adam --lr 1e-4 --max-tokens 2000 --max-update 1 --cpu --seed 1 \
+    --no-epoch-checkpoints --num-workers 0 --user-dir fq_plugin --log-format simple --disable-validation \
+    --arch fq_transformer_wmt_en_de --criterion qat_label_smoothed_cross_entropy --quant-start-update 0 \
+    --quant-bucketing weight > "$dir/int8_deploy.log" 2>&1
+  [ -s "$dir/int8_deploy/packed.pt" ] || fq-pack "$dir/int8_deploy/checkpoint_last.pt" "$dir/int8_deploy/packed.pt"
+  python scripts/bench/ct2_translate.py convert --checkpoint "$dir/float/model.pt" --data-bin "$dir/bin" \
+    --output-dir "$dir/ct2_float"
+  local models=(float:float/model.pt int8_packed:int8_deploy/packed.pt bitnet_packed:bitnet_emb8/packed.pt
+                ternary_packed:ternary_emb8/packed.pt ct2_int8:ct2_float)
+  {
+    echo "| threads | model | sentences/s | tokens/s | × float fairseq |"
+    echo "|---|---|---|---|---|"
+    for threads in $SPEED_THREADS; do
+      local -A runs=()
+      for round in $(seq "$ROUNDS"); do
+        for entry in "${models[@]}"; do
+          local name=${entry%%:*} log=$out/${entry%%:*}.t$threads.r$round.log
+          if [ "$name" = ct2_int8 ]; then
+            python scripts/bench/ct2_translate.py translate --model "$dir/ct2_float" --source "$dir/raw/test.en" \
+              --output "$log.hyp" --beam 4 --lenpen 0.6 --batch-size 64 --threads "$threads" --min-len "$fixed" \
+              --max-len "$fixed" > "$log" 2>&1
+          else
+            OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads fairseq-generate "$dir/bin" --user-dir fq_plugin \
+              --path "$dir/${entry#*:}" --gen-subset test --beam 4 --lenpen 0.6 --batch-size 64 \
+              --required-batch-size-multiple 1 --min-len "$fixed" --max-len-a 0 --max-len-b "$fixed" --cpu \
+              > "$log.out" 2> "$log"
+          fi
+          runs[$name]+="$(tokens_per_s "$log");"
+        done
+      done
+      local float_tps=""
+      for entry in "${models[@]}"; do
+        local name=${entry%%:*}
+        read -r sps tps < <(median_run "${runs[$name]}")
+        [ -n "$float_tps" ] || float_tps=$tps
+        echo "| $threads | $name | $sps | $tps | $(echo "scale=2; $tps / $float_tps" | bc) |"
+      done
+      unset runs
+    done
+  } | tee "$WORK/base_speed.md"
+}
+
 STEPS=("$@")
-[ ${#STEPS[@]} -gt 0 ] || STEPS=(sizes train quality speed)
+[ ${#STEPS[@]} -gt 0 ] || STEPS=(sizes train quality speed base_speed)
 for step in "${STEPS[@]}"; do "step_$step"; done

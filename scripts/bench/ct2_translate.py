@@ -3,7 +3,7 @@
 
   ct2_translate.py convert --checkpoint FLOAT.pt --data-bin DIR --output-dir CT2DIR [--quantization int8]
   ct2_translate.py translate --model CT2DIR --source FILE.bpe --output HYP.txt
-                             [--beam 4] [--lenpen 0.6] [--batch-size 64] [--threads 1] [--max-len 200]
+                             [--beam 4] [--lenpen 0.6] [--batch-size 64] [--threads 1] [--max-len 200] [--min-len 0]
 
 `convert` runs CTranslate2's fairseq converter on a stock fairseq `transformer` checkpoint (skipped when
 CT2DIR/model.bin exists). `translate` reads BPE-tokenized source lines (as fairseq sees them), writes one
@@ -58,7 +58,7 @@ def translate(args):
     start = time.perf_counter()  # like fairseq-generate's timer: decoding only, no model loading or I/O
     results = translator.translate_batch(source, beam_size=args.beam, length_penalty=args.lenpen,
                                          max_batch_size=args.batch_size, batch_type="examples",
-                                         max_decoding_length=args.max_len)
+                                         max_decoding_length=args.max_len, min_decoding_length=args.min_len)
     seconds = time.perf_counter() - start
     hypotheses = [result.hypotheses[0] for result in results]
     with open(args.output, "w", encoding="utf-8") as f:
@@ -87,6 +87,7 @@ def main():
     p.add_argument("--batch-size", type=int, default=64, help="sentences per batch")
     p.add_argument("--threads", type=int, default=1, help="intra-op threads")
     p.add_argument("--max-len", type=int, default=200, help="max output tokens (fairseq-generate: 200)")
+    p.add_argument("--min-len", type=int, default=0, help="min output tokens (fairseq-generate's --min-len)")
     p.set_defaults(run=translate)
     args = parser.parse_args()
     args.run(args)

@@ -158,11 +158,14 @@ def test_nan_input_raises_in_training_and_eval():
         q(torch.tensor([1.0, float("nan")]))
 
 
+@pytest.mark.parametrize("fused", [False, True])
 @pytest.mark.parametrize("buckets,bucket_dim", [(1, -1), (6, -1), (4, 1)])
-def test_inference_path_gives_the_training_path_values(buckets, bucket_dim):
-    """Eval without autograd runs cached step sizes; the values are bit for bit those of the differentiable path,
-    for contiguous and strided inputs."""
+def test_inference_path_gives_the_training_path_values(buckets, bucket_dim, fused):
+    """Eval without autograd runs cached step sizes (packed models: the fused op); the values are bit for bit those
+    of the differentiable path, for contiguous and strided inputs."""
+    import fq_plugin.ops  # noqa: F401  (registers torch.ops.fq_plugin)
     q = _enabled(ActivationQuantizer(num_buckets=buckets, bucket_dim=bucket_dim))
+    q.fused_inference = fused
     q.train()
     q(torch.randn(3, 4, 6) * 2)
     q.eval()

@@ -9,6 +9,7 @@ from ..modules.binary_linear import BinaryLinear
 from ..modules.packed_linear import PackedBinaryLinear, PackedEmbedding, PackedInt8Linear
 from ..modules.quant_activation import QuantActivation, QuantizeBeforeDropout
 from ..modules.quant_linear import QuantEmbedding, QuantLinear
+from ..quant import ActivationQuantizer
 
 CODE_BUFFERS = ("weight_codes", "weight_scale", "weight_min")
 
@@ -40,7 +41,7 @@ def _packed_counterpart(module):
 def to_packed_structure(model):
     """Replace the quantized layers of ``model`` in place by empty packed layers (``load_state_dict`` fills
     them). Shared modules stay shared, and layers that shared a weight (tied embeddings and output
-    projection) share their codes."""
+    projection) share their codes. Activation quantizers switch to the fused inference op."""
     converted, by_weight = {}, {}
     for parent in list(model.modules()):
         for name, child in list(parent._modules.items()):
@@ -54,6 +55,8 @@ def to_packed_structure(model):
                     for buffer in CODE_BUFFERS:
                         packed._buffers[buffer] = getattr(first, buffer)
             parent._modules[name] = converted[id(child)]
+        if isinstance(parent, ActivationQuantizer):
+            parent.fused_inference = True
     link_gemm_inputs(model)
     return model
 

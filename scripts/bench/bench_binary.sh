@@ -6,7 +6,8 @@
 #   scripts/bench/bench_binary.sh [RUN ...]     env: WORK (work/bench_binary), UPDATES (1000), THREADS (2), SEED (1)
 #
 # RUNs (default: all, in this order): bmt_w1 bmt_w1_noln bmt_w1a1 bitnet bit_kd ternary split; then the table.
-# Runs are resumable (a finished run is skipped); several invocations with different RUNs may run in parallel.
+# Runs are resumable (a finished run is skipped, a scored checkpoint is not translated again); several invocations
+# with different RUNs may run in parallel.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 WORK=${WORK:-work/bench_binary}
@@ -49,8 +50,11 @@ for name in "${RUNS[@]}"; do run "$name"; done
   echo "|---|---|---|"
   for name in bmt_w1 bmt_w1_noln bmt_w1a1 bitnet bit_kd ternary split; do
     [ -s "$WORK/$name/done" ] || continue
-    read -r bleu _ _ < <(FQ_USER_DIR=fq_plugin bash scripts/translate_and_score.sh "$DATA/data-bin" \
-      "$WORK/$name/checkpoint_last.pt" "$DATA/raw/test.de" "$WORK/$name/test")
+    if [ ! "$WORK/$name/test/scores.txt" -nt "$WORK/$name/checkpoint_last.pt" ]; then  # scored once per checkpoint
+      FQ_USER_DIR=fq_plugin bash scripts/translate_and_score.sh "$DATA/data-bin" "$WORK/$name/checkpoint_last.pt" \
+        "$DATA/raw/test.de" "$WORK/$name/test" > /dev/null
+    fi
+    bleu=$(awk '$1 == "bleu" {print $2}' "$WORK/$name/test/scores.txt")
     echo "| $name | $bleu | $(cat "$WORK/$name/done") |"
   done
 } | tee "$WORK/results.md"

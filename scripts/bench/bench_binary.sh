@@ -31,12 +31,13 @@ run() {
     bit_kd) train bit_kd --arch bit_transformer "${QUANT[@]}" --max-update "$UPDATES" --no-binarize-attention \
               --teacher-path "$FLOAT" --kd-alpha 0.5 ;;
     ternary) train ternary --arch bmt_transformer --weight-quant ternary "${QUANT[@]}" --max-update "$UPDATES" ;;
-    # Ternary weight splitting: the ternary model at update UPDATES/2, split, fine-tuned for the other half.
+    # Ternary weight splitting: the ternary model at update UPDATES/2, split, fine-tuned for the other half
+    # (--reset-optimizer restarts fairseq's update count and learning-rate schedule at 0; quantized from the start).
     split)
       train ternary_half --arch bmt_transformer --weight-quant ternary "${QUANT[@]}" --max-update $((UPDATES / 2))
       [ -s "$WORK/split.pt" ] || python -m fq_plugin.split "$WORK/ternary_half/checkpoint_last.pt" "$WORK/split.pt"
-      train split --arch bmt_transformer --weight-quant split_binary "${QUANT[@]}" --max-update "$UPDATES" \
-        --restore-file "$WORK/split.pt" --reset-optimizer ;;
+      train split --arch bmt_transformer --weight-quant split_binary --quant-start-update 0 \
+        --max-update $((UPDATES - UPDATES / 2)) --restore-file "$WORK/split.pt" --reset-optimizer ;;
     *) echo "unknown run $1" >&2; exit 2 ;;
   esac
 }

@@ -47,6 +47,9 @@ EOF
   size_run int8 --arch fq_transformer_wmt_en_de --criterion qat_label_smoothed_cross_entropy --quant-start-update 0
   size_run bitnet_emb8 --arch bitnet_transformer_wmt_en_de --criterion qat_label_smoothed_cross_entropy \
     --quant-start-update 0 --embedding-bits 8
+  # One range per activation point, as fqt_deploy: every GEMM of the packed model runs in int8 (base_speed).
+  size_run int8_deploy --arch fq_transformer_wmt_en_de --criterion qat_label_smoothed_cross_entropy \
+    --quant-start-update 0 --quant-bucketing weight
   size_run bmt_emb32 --arch bmt_transformer_wmt_en_de --criterion qat_label_smoothed_cross_entropy --quant-start-update 0
   size_run ternary_emb8 --arch bmt_transformer_wmt_en_de --criterion qat_label_smoothed_cross_entropy \
     --quant-start-update 0 --weight-quant ternary --embedding-bits 8
@@ -178,12 +181,7 @@ EOF2
     fairseq-preprocess --source-lang en --target-lang de --testpref "$dir/raw/test" --srcdict "$dir/raw/dict.txt" \
       --tgtdict "$dir/raw/dict.txt" --destdir "$dir/bin" --workers 1 > /dev/null
   fi
-  # One range per activation point, as fqt_deploy: every GEMM of the packed model runs in int8.
-  [ -s "$dir/int8_deploy/checkpoint_last.pt" ] || fairseq-train "$dir/bin" --save-dir "$dir/int8_deploy" \
-    --share-all-embeddings --optimizer adam --lr 1e-4 --max-tokens 2000 --max-update 1 --cpu --seed 1 \
-    --no-epoch-checkpoints --num-workers 0 --user-dir fq_plugin --log-format simple --disable-validation \
-    --arch fq_transformer_wmt_en_de --criterion qat_label_smoothed_cross_entropy --quant-start-update 0 \
-    --quant-bucketing weight > "$dir/int8_deploy.log" 2>&1
+  [ -s "$dir/int8_deploy/checkpoint_last.pt" ] || step_sizes  # the one-update models, int8_deploy among them
   [ -s "$dir/int8_deploy/packed.pt" ] || fq-pack "$dir/int8_deploy/checkpoint_last.pt" "$dir/int8_deploy/packed.pt"
   python scripts/bench/ct2_translate.py convert --checkpoint "$dir/float/model.pt" --data-bin "$dir/bin" \
     --output-dir "$dir/ct2_float"

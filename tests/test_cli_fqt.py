@@ -1,5 +1,6 @@
 """The 8-bit Fully Quantized Transformer through the real fairseq CLI on tiny data: float, QAT, delayed
 and post-training quantization train and translate well above chance; the schedule survives a restart."""
+import re
 from pathlib import Path
 
 import pytest
@@ -59,6 +60,22 @@ def test_delayed_quantization_starts_at_the_given_update(data_bin, tmp_path):
     assert all(after[k].item() for k in _quantizer_keys(after, ".enabled"))
     bleu, _ = generate_bleu(data_bin, run_dir / "checkpoint_last.pt")
     assert bleu > GOOD_BLEU
+
+
+@pytest.mark.parametrize("arch", ["fq_transformer_tiny", "bit_transformer_tiny"])
+def test_validation_during_training_scores_the_current_weights(data_bin, tmp_path, arch):
+    """fairseq's optimizers move parameters through ``p.data`` (their version counters stay put), so nothing cached
+    for inference may outlive a training step: the run's last validation loss is the one fairseq-validate gives
+    for the checkpoint saved at that point (whose schedule started quantization at update 20)."""
+    proc = train(data_bin, tmp_path, "--quant-start-update", "20", "--validate-interval-updates", "30",
+                 arch=arch, max_update=90)
+    losses = re.findall(r"valid on 'valid' subset \| loss ([\d.]+)", proc.stdout + proc.stderr)
+    assert len(losses) >= 3 and len(set(losses)) > 1
+    check = run_cli("fairseq-validate", data_bin, "--task", "translation", "--user-dir", PLUGIN_DIR,
+                    "--path", tmp_path / "checkpoint_last.pt", "--max-tokens", "2000", "--cpu")
+    fresh = re.search(r"valid on 'valid' subset \| loss ([\d.]+)", check.stdout + check.stderr)
+    assert fresh, check.stderr[-3000:]
+    assert float(fresh.group(1)) == pytest.approx(float(losses[-1]), abs=0.0015)
 
 
 def test_post_training_quantization_freezes_weights_and_calibrates(data_bin, float_run, tmp_path):

@@ -97,8 +97,9 @@ class QATLabelSmoothedCrossEntropyCriterion(LabelSmoothedCrossEntropyCriterion):
             raise ValueError(f"--criterion qat_label_smoothed_cross_entropy needs a quantized model "
                              f"(e.g. --arch fq_transformer_wmt_en_de), got {type(core).__name__}")
         step = core.num_updates
-        core.set_quantization(self.schedule.enabled(step), observe=self.schedule.observing(step),
-                              activations=self.schedule.activations_enabled(step))
+        if model.training:  # validation scores the model as the last training step left it (and as it is saved)
+            core.set_quantization(self.schedule.enabled(step), observe=self.schedule.observing(step),
+                                  activations=self.schedule.activations_enabled(step))
         if self.distiller is not None and model.training:
             return self._distillation_forward(model, sample, reduce)
         if not (model.training and self.schedule.weights_frozen(step)):

@@ -4,10 +4,11 @@ import torch
 from torch import nn
 
 from ..quant import valid_positions
-from .packed_linear import PackedBinaryLinear, binary_planes, cached_twin, linear_rows, pack_binary_weight
+from ..quant.inference_cache import InferenceCache
+from .packed_linear import PackedBinaryLinear, binary_planes, linear_rows, pack_binary_weight
 
 
-class BinaryLinear(nn.Linear):
+class BinaryLinear(InferenceCache, nn.Linear):
     """``y = OutNorm(linear(Q_x(InNorm(x)), Q_w(W) [+ Q_w(W2)]) + bias)``.
 
     Args:
@@ -44,7 +45,7 @@ class BinaryLinear(nn.Linear):
         if (self.training or torch.is_grad_enabled() or q is None or not q._enabled
                 or not self.weight_quantizer._enabled or x.dtype != torch.float32):
             return None
-        return cached_twin(self, (self.weight, self.weight_split), lambda: PackedBinaryLinear.from_planes(
+        return self.inference_cached("twin", (self.weight, self.weight_split), lambda: PackedBinaryLinear.from_planes(
             pack_binary_weight(binary_planes(self.weight_quantizer, self.weight, self.weight_split)),
             self.in_features, self.out_features, self.bias, q))
 

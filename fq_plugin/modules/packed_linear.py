@@ -105,18 +105,6 @@ def pack_binary_weight(planes) -> dict:
     return {"weight_bits": torch.cat(bits), "weight_scale": torch.cat(scales)}
 
 
-def cached_twin(module, sources, build):
-    """A packed twin of ``module`` built by ``build()`` and kept while the ``sources`` tensors (its weights) are
-    unchanged: same objects, same version counters. Inference of QAT layers runs on it."""
-    key = tuple((t.data_ptr(), t._version) for t in sources if t is not None)
-    cached = module.__dict__.get("_twin")
-    if cached is None or cached[0] != key:
-        with torch.no_grad():
-            cached = (key, build())
-        module.__dict__["_twin"] = cached
-    return cached[1]
-
-
 class _PackedLayer(nn.Module):
     """What both packed linear layers share: a cache of tensors derived from the buffers (cleared when a
     state dict is loaded) and filling the buffers from ``pack_*`` output."""

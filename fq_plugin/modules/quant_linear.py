@@ -4,11 +4,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..quant import valid_positions
-from .packed_linear import PackedInt8Linear, cached_twin, linear_rows, pack_int8_weight
+from ..quant.inference_cache import InferenceCache
+from .packed_linear import PackedInt8Linear, linear_rows, pack_int8_weight
 from .quant_config import apply_quantizer
 
 
-class QuantLinear(nn.Linear):
+class QuantLinear(InferenceCache, nn.Linear):
     """``nn.Linear`` whose weight is fake-quantized per output row; optional output quantizer.
 
     In inference (eval mode, no gradient) with quantized weights and an input linked to a single-range
@@ -36,7 +37,7 @@ class QuantLinear(nn.Linear):
         q = self.weight_quantizer
         if self.training or torch.is_grad_enabled() or q is None or not q._enabled or self.input_quantizer is None:
             return None
-        twin = cached_twin(self, (self.weight,), lambda: PackedInt8Linear.from_codes(
+        twin = self.inference_cached("twin", (self.weight,), lambda: PackedInt8Linear.from_codes(
             pack_int8_weight(self.weight, q), self.bias))
         twin.input_quantizer = self.input_quantizer
         return twin if x.dtype == torch.float32 and twin._input_grid() is not None else None

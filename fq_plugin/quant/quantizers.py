@@ -9,6 +9,7 @@ import torch.distributed as dist
 from torch import nn
 
 from .affine import affine_scale, check_bits, fake_quantize, fake_quantize_with_scale
+from .inference_cache import InferenceCache
 
 
 def _reduce_all_but(x: torch.Tensor, dim, op) -> torch.Tensor:
@@ -45,7 +46,7 @@ class Quantizer(nn.Module):
         self._enabled = bool(self.enabled)
 
 
-class WeightQuantizer(Quantizer):
+class WeightQuantizer(InferenceCache, Quantizer):
     """Fake-quantizes a weight with its own min/max, one range per output row when bucketed (seed 003 §3.3).
 
     Args:
@@ -76,12 +77,7 @@ class WeightQuantizer(Quantizer):
         if not self._enabled:
             return w
         if isinstance(w, nn.Parameter) and not (torch.is_grad_enabled() and w.requires_grad):
-            # Inference: a parameter's quantized value is kept until the parameter changes (its version counter).
-            cached = self.__dict__.get("_frozen")
-            if cached is None or cached[0] is not w or cached[1] != w._version:
-                cached = (w, w._version, self._quantize(w))
-                self.__dict__["_frozen"] = cached
-            return cached[2]
+            return self.inference_cached("weight", (w,), lambda: self._quantize(w))  # inference: kept
         return self._quantize(w)
 
     def _quantize(self, w):

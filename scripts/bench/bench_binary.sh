@@ -5,7 +5,7 @@
 #
 #   scripts/bench/bench_binary.sh [RUN ...]     env: WORK (work/bench_binary), UPDATES (1000), THREADS (2), SEED (1)
 #
-# RUNs (default: all, in this order): bmt_w1 bmt_w1_noln bmt_w1a1 bitnet bit_kd ternary split; then the table.
+# RUNs (default: all, in this order): bmt_w1 bmt_w1_noln bmt_w1_kd bmt_w1a1 bitnet bit_kd ternary split; then the table.
 # Runs are resumable (a finished run is skipped, a scored checkpoint is not translated again); several invocations
 # with different RUNs may run in parallel.
 set -euo pipefail
@@ -24,6 +24,8 @@ run() {
     bmt_w1) train bmt_w1 --arch bmt_transformer "${QUANT[@]}" --max-update "$UPDATES" ;;
     bmt_w1_noln) train bmt_w1_noln --arch bmt_transformer "${QUANT[@]}" --max-update "$UPDATES" \
                    --no-extra-layernorm ;;
+    bmt_w1_kd) train bmt_w1_kd --arch bmt_transformer "${QUANT[@]}" --max-update "$UPDATES" \
+                 --teacher-path "$FLOAT" --kd-alpha 0.5 ;;
     # Staged (BMT): float, binary weights from 100, 1-bit projection inputs from update 300.
     bmt_w1a1) train bmt_w1a1 --arch bmt_transformer "${QUANT[@]}" --activation-quant-start-update 300 \
                 --max-update "$UPDATES" --binarize-activations --no-binarize-attention ;;
@@ -43,13 +45,13 @@ run() {
 }
 
 RUNS=("$@")
-[ ${#RUNS[@]} -gt 0 ] || RUNS=(bmt_w1 bmt_w1_noln bmt_w1a1 bitnet bit_kd ternary split)
+[ ${#RUNS[@]} -gt 0 ] || RUNS=(bmt_w1 bmt_w1_noln bmt_w1_kd bmt_w1a1 bitnet bit_kd ternary split)
 for name in "${RUNS[@]}"; do run "$name"; done
 
 {
   echo "| model | BLEU (sacrebleu, test) | training time (s) |"
   echo "|---|---|---|"
-  for name in bmt_w1 bmt_w1_noln bmt_w1a1 bitnet bit_kd ternary split; do
+  for name in bmt_w1 bmt_w1_noln bmt_w1_kd bmt_w1a1 bitnet bit_kd ternary split; do
     [ -s "$WORK/$name/done" ] || continue
     if [ ! "$WORK/$name/test/scores.txt" -nt "$WORK/$name/checkpoint_last.pt" ]; then  # scored once per checkpoint
       FQ_USER_DIR=fq_plugin bash scripts/translate_and_score.sh "$DATA/data-bin" "$WORK/$name/checkpoint_last.pt" \

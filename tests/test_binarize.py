@@ -111,3 +111,21 @@ def test_binary_linear_pruning_protocol_keeps_the_selected_features(method, bits
         torch.testing.assert_close(fc1(x), full_hidden[:, keep])
     fc2.select_input_features(keep)
     assert fc2.weight.shape == (8, 5) and fc2(torch.relu(fc1(x))).shape == (5, 8)
+
+
+def test_weight_binarizers_do_not_depend_on_the_thread_count():
+    """torch splits a float32 sum across threads in a way that depends on their number; the weight scales must not,
+    or a checkpoint packed with two threads would translate differently from its QAT model run with one."""
+    torch.manual_seed(0)
+    weights = [torch.randn(512, 2048) * 0.05 for _ in range(6)]
+    threads = torch.get_num_threads()
+    try:
+        results = []
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            results.append([fn(w) for w in weights for fn in (
+                lambda w: binarize.binarize_weight_centered(w, per_row=False), binarize.binarize_weight_centered,
+                binarize.binarize_weight_l1, binarize.ternarize_weight)])
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(a, b) for a, b in zip(*results))

@@ -65,7 +65,7 @@ def _row_magnitude(w: torch.Tensor, mask: torch.Tensor, what: str) -> torch.Tens
     """The one magnitude per row of the entries in ``mask``. Straight-through binarizers return
     ``w + (q - w)``, which is ``q`` up to a rounding error, hence the tolerance."""
     count = mask.sum(dim=1).clamp(min=1)
-    magnitude = (w.abs() * mask).sum(dim=1) / count
+    magnitude = ((w.abs() * mask).double().sum(dim=1) / count).float()  # float64: see binarize._mean
     if ((w.abs() - magnitude[:, None]).abs() * mask > 1e-5 * magnitude[:, None] + 1e-30).any():
         raise ValueError(f"a {what} weight has more than one magnitude in a row")
     return magnitude

@@ -16,8 +16,15 @@ def _sign(x):
 
 
 def _row_reduce(w, fn):
-    """``fn`` over every dim but the first, kept broadcastable (one value per output row)."""
-    return fn(w.reshape(w.shape[0], -1), dim=1).view((-1,) + (1,) * (w.dim() - 1))
+    """``fn`` over every dim but the first, kept broadcastable (one value per output row). Sums run in float64,
+    like ``_mean``."""
+    return fn(w.reshape(w.shape[0], -1).double(), dim=1).to(w.dtype).view((-1,) + (1,) * (w.dim() - 1))
+
+
+def _mean(w):
+    """Mean of all of ``w``, accumulated in float64: the float32 result then does not depend on how torch splits the
+    sum across threads, so a checkpoint packed with one thread count runs like its QAT model with another."""
+    return w.double().mean().to(w.dtype)
 
 
 class AQTBinarizeSTE(torch.autograd.Function):
@@ -72,7 +79,7 @@ def binarize_weight_centered(w, per_row=True):
         scale = _row_reduce(w.detach().abs(), torch.mean)
         center = _row_reduce(w.detach(), torch.mean)
     else:
-        scale, center = w.detach().abs().mean(), w.detach().mean()
+        scale, center = _mean(w.detach().abs()), _mean(w.detach())
     return _ste(w, scale * _sign(w.detach() - center))
 
 

@@ -288,18 +288,28 @@ void pack_panel(const int8_t* w, int64_t K, int64_t xs, int64_t cols, int16_t* p
 template <int MR>
 void panel_tile(const int16_t* x, int64_t xs, const int16_t* panel, int64_t n, int64_t cols, int64_t m,
                 const Int8Epilogue& ep, float* out, int64_t ldo) {
-  __m256i acc[MR][2];
-  for (int i = 0; i < MR; ++i) acc[i][0] = acc[i][1] = _mm256_setzero_si256();
+  // The accumulators are indexed by compile-time constants only, so that they live in registers: a dynamic index
+  // (as the epilogue's) makes the compiler keep them on the stack, one store-to-load round trip per k pair.
+  __m256i acc0[MR], acc1[MR];
+#pragma GCC unroll 8
+  for (int i = 0; i < MR; ++i) acc0[i] = acc1[i] = _mm256_setzero_si256();
   const int32_t* xp = reinterpret_cast<const int32_t*>(x);
   const int64_t pairs = xs / 2;
   for (int64_t p = 0; p < pairs; ++p) {
     const __m256i w0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(panel + p * 2 * kPanel));
     const __m256i w1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(panel + p * 2 * kPanel + kPanel));
+#pragma GCC unroll 8
     for (int i = 0; i < MR; ++i) {
       const __m256i b = _mm256_set1_epi32(xp[i * pairs + p]);
-      acc[i][0] = _mm256_add_epi32(acc[i][0], _mm256_madd_epi16(b, w0));
-      acc[i][1] = _mm256_add_epi32(acc[i][1], _mm256_madd_epi16(b, w1));
+      acc0[i] = _mm256_add_epi32(acc0[i], _mm256_madd_epi16(b, w0));
+      acc1[i] = _mm256_add_epi32(acc1[i], _mm256_madd_epi16(b, w1));
     }
+  }
+  alignas(32) int32_t sums[MR][2][8];
+#pragma GCC unroll 8
+  for (int i = 0; i < MR; ++i) {
+    _mm256_store_si256(reinterpret_cast<__m256i*>(sums[i][0]), acc0[i]);
+    _mm256_store_si256(reinterpret_cast<__m256i*>(sums[i][1]), acc1[i]);
   }
   for (int h = 0; h < 2; ++h) {
     const int64_t c0 = n + 8 * h, valid = min64(8, cols - 8 * h);
@@ -317,7 +327,8 @@ void panel_tile(const int16_t* x, int64_t xs, const int16_t* panel, int64_t n, i
       const int64_t r = m + i;
       const float sx = ep.sx[r * ep.sx_stride], zx = ep.zx[r * ep.zx_stride];
       const __m256 vsx = _mm256_set1_ps(sx), vzx = _mm256_set1_ps(zx);
-      __m256 y = _mm256_mul_ps(_mm256_mul_ps(vsx, vsw), _mm256_cvtepi32_ps(acc[i][h]));
+      const __m256i acc = _mm256_load_si256(reinterpret_cast<const __m256i*>(sums[i][h]));
+      __m256 y = _mm256_mul_ps(_mm256_mul_ps(vsx, vsw), _mm256_cvtepi32_ps(acc));
       y = _mm256_add_ps(y, _mm256_mul_ps(_mm256_mul_ps(vsx, vzw), _mm256_set1_ps(static_cast<float>(ep.rx[r]))));
       y = _mm256_add_ps(y, _mm256_mul_ps(_mm256_mul_ps(vzx, vsw), vws));
       y = _mm256_add_ps(y, _mm256_mul_ps(_mm256_set1_ps(ep.k * zx), vzw));

@@ -275,3 +275,17 @@ def test_parse_ffn_dims():
                          ("a,b", "comma list of integers")):
         with pytest.raises(ValueError, match=message):
             parse_ffn_dims(bad, 2, 64, "--encoder-ffn-dims")
+
+
+def test_pruning_task_reads_batches_without_a_prefetch_thread(data_bin):
+    """fairseq's trainer asks for a --data-buffer-size prefetch thread; the pruning task, whose runs end a few updates
+    after they start, reads batches in the main thread instead."""
+    from fairseq.data.iterators import BufferedIterator
+    from fq_plugin.tasks.fq_pruning import FQPruningConfig, FQPruningTask
+    task = FQPruningTask.setup_task(FQPruningConfig(data=str(data_bin), dataset_impl="mmap", train_subset="train",
+                                                    required_seq_len_multiple=1))
+    task.load_dataset("valid")
+    epoch = task.get_batch_iterator(task.dataset("valid"), max_tokens=2000, data_buffer_size=10).next_epoch_itr()
+    assert next(epoch)["net_input"]["src_tokens"].numel() > 0
+    assert not isinstance(epoch._itr, BufferedIterator)
+

@@ -130,6 +130,13 @@ class FQPruningTask(TranslationTask):
             raise ValueError("--task fq_pruning saves the pruned model as a checkpoint; remove --no-save")
         return super().setup_task(cfg, **kwargs)
 
+    def get_batch_iterator(self, *args, **kwargs):
+        # No prefetch thread (fairseq's --data-buffer-size): a pruning run stops a few updates after it starts, while
+        # that daemon thread may still be collating a batch in torch code; a daemon thread inside C++ frames when the
+        # interpreter exits can abort the process ("terminate called without an active exception").
+        kwargs["data_buffer_size"] = 0
+        return super().get_batch_iterator(*args, **kwargs)
+
     def build_model(self, cfg, from_checkpoint=False):
         model = super().build_model(cfg, from_checkpoint)
         if not isinstance(model, FQTransformerModel) or "encoder" not in ffn_layers(model):

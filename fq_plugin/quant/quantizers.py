@@ -115,8 +115,9 @@ class ActivationQuantizer(Quantizer):
 
     kind = "activation"
     # Inference of packed checkpoints (set by fq_plugin.models.packed_model): one fused C++ pass,
-    # fake_quantize_affine, instead of the ATen ops. Off in QAT models: with it, fq_pruning runs of fairseq-train
-    # aborted at process exit in the test suite of 2026-11-23 (not reproduced in 36 runs since; cause unknown).
+    # fake_quantize_affine, instead of the ATen ops. Off in QAT models since fq_pruning runs of fairseq-train
+    # aborted at process exit on 2026-11-23; the same abort later hit a float pruning run without the op, so the op
+    # is probably not the cause (see BENCHMARKS.md), but QAT models were not switched back.
     fused_inference = False
 
     def __init__(self, num_buckets: int = 1, bits: int = 8, bucket_dim: int = -1, unsigned: bool = False,

@@ -4,7 +4,10 @@
 // pairs, exact); vpmaddubsw would be twice as wide but saturates for u8 x s8. From 8 activation rows on, the
 // weights are repacked per call into int16 panels so that accumulators hold output columns (see int8_gemm_panels);
 // below that, weights are widened on the fly and each output is a dot product along K.
-// W1A8: sign bits expand to byte masks; the masked activations (shifted to u8) are summed with vpsadbw.
+// W1A8: activations shifted to u8 (x + 128). From 8 rows on, the sign bits are expanded per call into panels of
+// +1/-1 bytes and multiplied with vpmaddubsw (u8 x s8, 32 products per instruction, exact: no pair sum exceeds
+// 510), summed in int16 lanes for 64 steps before widening; below that, sign bits expand to byte masks and the
+// masked activations are summed with vpsadbw.
 // W1A1: 64-bit xor/and + popcnt (AVX2 has no vector popcount).
 #include <immintrin.h>
 #include <math.h>
@@ -441,7 +444,8 @@ const W1A8Tile kW1A8Tiles[kW1A8MR][kW1A8NR] = {
     {w1a8_tile<4, 1>, w1a8_tile<4, 2>},
 };
 
-void w1a8_gemm(const uint8_t* xbuf, const int32_t* xsum, int64_t M, int64_t K, const int32_t* wbits, int64_t n0,
+// Few activation rows: dot products along K on byte masks of the sign bits.
+void w1a8_gemm_rows(const uint8_t* xbuf, const int32_t* xsum, int64_t M, int64_t K, const int32_t* wbits, int64_t n0,
                int64_t n1, const ScaleEpilogue& ep, float* out, int64_t ldo) {
   const int64_t KW = (K + 31) / 32, xs = KW * 32;
   const uint32_t* w = reinterpret_cast<const uint32_t*>(wbits);
@@ -461,6 +465,122 @@ void w1a8_gemm(const uint8_t* xbuf, const int32_t* xsum, int64_t M, int64_t K, c
       }
     }
   }
+}
+
+// Many activation rows: panels [k quad][16 columns][4] of +1/-1 bytes (0 for missing columns). A broadcast quad of
+// activations times one panel vector gives, per column, two int16 sums of two products; 64 quads stay below 2^15
+// (64 * 2 * 255 = 32640), then vpmaddwd with ones widens them to one int32 per column.
+constexpr int kBinPanel = 16;
+constexpr int kBinPanelMR = 4;  // 4 x 2 int16 + 4 x 2 int32 accumulators + 2 weight vectors + 1 broadcast
+constexpr int64_t kBinQuadsPerChunk = 64;
+
+// 32 sign bits -> 32 bytes of +1 / -1.
+inline __m256i expand_signs(uint32_t b) {
+  const __m256i shuf = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,
+                                        2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+  const __m256i bitsel = _mm256_set1_epi64x(static_cast<int64_t>(0x8040201008040201ULL));
+  const __m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32(static_cast<int>(b)), shuf);
+  const __m256i plus = _mm256_cmpeq_epi8(_mm256_and_si256(v, bitsel), bitsel);  // 0xFF where the sign is +1
+  return _mm256_sub_epi8(_mm256_and_si256(plus, _mm256_set1_epi8(2)), _mm256_set1_epi8(1));
+}
+
+// Columns [0, cols) (cols <= 16) of the sign words w [*, KW] into one panel of 8 * KW quads; colsum[c] = the sum of
+// column c's signs over k < K (padding bits are 0; the padded activations are 0, so padded signs add nothing).
+void pack_binary_panel(const uint32_t* w, int64_t KW, int64_t K, int64_t cols, int8_t* panel, int32_t* colsum) {
+  for (int64_t c = 0; c < cols; ++c) {
+    int32_t pop = 0;
+    for (int64_t j = 0; j < KW; ++j) pop += _mm_popcnt_u32(w[c * KW + j]);
+    colsum[c] = 2 * pop - static_cast<int32_t>(K);
+  }
+  for (int64_t c0 = 0; c0 < kBinPanel; c0 += 8)
+    for (int64_t j = 0; j < KW; ++j) {
+      __m256i r[8];
+      for (int c = 0; c < 8; ++c) r[c] = c0 + c < cols ? expand_signs(w[(c0 + c) * KW + j]) : _mm256_setzero_si256();
+      transpose8x8_epi32(r);  // r[t] = quad t of word j for the 8 columns
+      for (int t = 0; t < 8; ++t)
+        _mm256_store_si256(reinterpret_cast<__m256i*>(panel + ((8 * j + t) * kBinPanel + c0) * 4), r[t]);
+    }
+}
+
+template <int MR>
+void w1a8_panel_tile(const uint8_t* x, int64_t xs, const int8_t* panel, int64_t quads, int32_t* dot) {
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256i tot0[MR], tot1[MR];
+#pragma GCC unroll 8
+  for (int i = 0; i < MR; ++i) tot0[i] = tot1[i] = _mm256_setzero_si256();
+  for (int64_t q0 = 0; q0 < quads; q0 += kBinQuadsPerChunk) {
+    __m256i acc0[MR], acc1[MR];
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i) acc0[i] = acc1[i] = _mm256_setzero_si256();
+    const int64_t qe = min64(q0 + kBinQuadsPerChunk, quads);
+    for (int64_t q = q0; q < qe; ++q) {
+      const __m256i w0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(panel + q * kBinPanel * 4));
+      const __m256i w1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(panel + q * kBinPanel * 4 + 32));
+#pragma GCC unroll 8
+      for (int i = 0; i < MR; ++i) {
+        int32_t quad;
+        memcpy(&quad, x + i * xs + 4 * q, 4);
+        const __m256i b = _mm256_set1_epi32(quad);
+        acc0[i] = _mm256_add_epi16(acc0[i], _mm256_maddubs_epi16(b, w0));
+        acc1[i] = _mm256_add_epi16(acc1[i], _mm256_maddubs_epi16(b, w1));
+      }
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i) {
+      tot0[i] = _mm256_add_epi32(tot0[i], _mm256_madd_epi16(acc0[i], ones));
+      tot1[i] = _mm256_add_epi32(tot1[i], _mm256_madd_epi16(acc1[i], ones));
+    }
+  }
+#pragma GCC unroll 8
+  for (int i = 0; i < MR; ++i) {
+    _mm256_store_si256(reinterpret_cast<__m256i*>(dot + i * kBinPanel), tot0[i]);
+    _mm256_store_si256(reinterpret_cast<__m256i*>(dot + i * kBinPanel + 8), tot1[i]);
+  }
+}
+
+using BinPanelTile = void (*)(const uint8_t*, int64_t, const int8_t*, int64_t, int32_t*);
+const BinPanelTile kBinPanelTiles[kBinPanelMR] = {w1a8_panel_tile<1>, w1a8_panel_tile<2>, w1a8_panel_tile<3>,
+                                                  w1a8_panel_tile<4>};
+
+void w1a8_gemm_panels(const uint8_t* xbuf, int64_t M, int64_t K, const int32_t* wbits,
+                      int64_t n0, int64_t n1, const ScaleEpilogue& ep, float* out, int64_t ldo) {
+  const int64_t KW = (K + 31) / 32, xs = KW * 32, quads = KW * 8;
+  const uint32_t* w = reinterpret_cast<const uint32_t*>(wbits);
+  const int64_t panel_bytes = quads * kBinPanel * 4;
+  int64_t nblk = kL2Bytes / panel_bytes * kBinPanel;
+  nblk = nblk < kBinPanel ? kBinPanel : nblk;
+  const int64_t count = min64(nblk, round_up(n1 - n0, kBinPanel)) / kBinPanel;  // panels held at once
+  int8_t* panels = static_cast<int8_t*>(aligned_alloc(32, count * panel_bytes));  // a multiple of 32 bytes
+  int32_t* colsum = static_cast<int32_t*>(malloc(count * kBinPanel * sizeof(int32_t)));
+  alignas(32) int32_t dot[kBinPanelMR * kBinPanel];
+  for (int64_t nb = n0; nb < n1; nb += nblk) {
+    const int64_t ne = min64(nb + nblk, n1);
+    for (int64_t n = nb; n < ne; n += kBinPanel)
+      pack_binary_panel(w + n * KW, KW, K, min64(kBinPanel, ne - n), panels + (n - nb) / kBinPanel * panel_bytes,
+                        colsum + (n - nb));
+    for (int64_t m = 0; m < M; m += kBinPanelMR) {
+      const int mr = static_cast<int>(min64(kBinPanelMR, M - m));
+      for (int64_t n = nb; n < ne; n += kBinPanel) {
+        kBinPanelTiles[mr - 1](xbuf + m * xs, xs, panels + (n - nb) / kBinPanel * panel_bytes, quads, dot);
+        const int64_t cols = min64(kBinPanel, ne - n);
+        // sum((x + 128) * s) - 128 * sum(s) = sum(x * s)
+        for (int i = 0; i < mr; ++i)
+          for (int64_t j = 0; j < cols; ++j)
+            out[(m + i) * ldo + n + j] =
+                scale_epilogue(ep, m + i, n + j, dot[i * kBinPanel + j] - 128 * colsum[n - nb + j]);
+      }
+    }
+  }
+  free(panels);
+  free(colsum);
+}
+
+void w1a8_gemm(const uint8_t* xbuf, const int32_t* xsum, int64_t M, int64_t K, const int32_t* wbits, int64_t n0,
+               int64_t n1, const ScaleEpilogue& ep, float* out, int64_t ldo) {
+  if (M < kPanelMinRows)
+    w1a8_gemm_rows(xbuf, xsum, M, K, wbits, n0, n1, ep, out, ldo);
+  else
+    w1a8_gemm_panels(xbuf, M, K, wbits, n0, n1, ep, out, ldo);
 }
 
 // ------------------------------------------------------------------------------------------------ W1A1

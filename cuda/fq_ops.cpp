@@ -331,7 +331,7 @@ at::Tensor binary_linear_w1a8_cpu(const at::Tensor& x_q_in, const at::Tensor& x_
   });
   fq_cpu::ScaleEpilogue ep{x_scale.data_ptr<float>(), x_scale.size(0) == 1 ? 0 : 1, w_scale.data_ptr<float>(),
                            bias.defined() ? bias.data_ptr<float>() : nullptr};
-  constexpr int64_t kBlock = 12;
+  constexpr int64_t kBlock = 48;  // a multiple of every path's register tile and panel width
   const int64_t blocks = (N + kBlock - 1) / kBlock;
   at::parallel_for(0, blocks, grain_for(M * kBlock * K), [&](int64_t b0, int64_t b1) {
     kr.w1a8_gemm(xbuf.data_ptr<uint8_t>(), xsum.data_ptr<int32_t>(), M, K, w_bits.data_ptr<int32_t>(), b0 * kBlock,

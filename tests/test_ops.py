@@ -245,6 +245,20 @@ def test_binary_linear_w1a8_matches_reference(path, m, n, k):
     assert_epilogue_close(out, sum(terms), sum(t.abs() for t in terms))
 
 
+@pytest.mark.parametrize("x_value", [127, -128])
+def test_binary_linear_w1a8_extreme_values_do_not_overflow(path, x_value):
+    """Largest partial sums: every activation at one end of int8, long rows of equal signs (the AVX2 kernel sums
+    products in 16-bit lanes for a while before widening), enough rows for every kernel's batched path."""
+    m, n, k = 9, 40, 4096
+    x_q = torch.full((m, k), x_value, dtype=torch.int8)
+    x_q[1::2, 1::3] = -1 - x_value  # the other end in some rows
+    w = torch.ones(n, k)
+    w[n // 2:] = -1
+    w[3, ::5] = -1
+    out = run(path, ops.binary_linear_w1a8, x_q, torch.ones(1), ref.pack_signs(w), torch.ones(n), None, k)
+    assert torch.equal(out, exact_dot(x_q, w.long()).to(torch.float32))
+
+
 @pytest.mark.parametrize("m,n,k", BINARY_SHAPES)
 @pytest.mark.parametrize("unsigned", [False, True])
 def test_binary_linear_w1a1_matches_reference(path, m, n, k, unsigned):

@@ -20,6 +20,7 @@ from torch import nn
 
 from .. import ops
 from ..quant import WeightQuantizer, valid_positions
+from ..quant.inference_cache import InferenceCache
 from ..quant.affine import affine_scale
 from ..quant.binary_quantizers import ElasticBinaryQuantizer, TokenQuantizer
 
@@ -105,13 +106,9 @@ def pack_binary_weight(planes) -> dict:
     return {"weight_bits": torch.cat(bits), "weight_scale": torch.cat(scales)}
 
 
-class _PackedLayer(nn.Module):
-    """What both packed linear layers share: a cache of tensors derived from the buffers (cleared when a
-    state dict is loaded) and filling the buffers from ``pack_*`` output."""
-
-    def __init__(self):
-        super().__init__()
-        self._cache = {}
+class _PackedLayer(InferenceCache, nn.Module):
+    """What both packed linear layers share: filling the buffers from ``pack_*`` output. Tensors derived from the
+    buffers are kept by ``InferenceCache`` (rebuilt when a state dict is loaded into them)."""
 
     def _fill(self, tensors, bias):
         for name, tensor in tensors.items():
@@ -119,10 +116,6 @@ class _PackedLayer(nn.Module):
         if bias is not None:
             self.bias = nn.Parameter(bias.detach(), requires_grad=False)
         return self
-
-    def _load_from_state_dict(self, *args, **kwargs):
-        self._cache.clear()
-        super()._load_from_state_dict(*args, **kwargs)
 
 
 class PackedInt8Linear(_PackedLayer):
@@ -156,26 +149,24 @@ class PackedInt8Linear(_PackedLayer):
         q = self.input_quantizer
         if q is None or not q._enabled or q.num_buckets != 1:
             return None
-        key = (id(q), q.x_min.data_ptr(), q.x_min._version, q.x_max._version, q.initialized._version)
-        if self._cache.get("grid_key") != key:
-            calibrated = bool(q.initialized.all())
-            self._cache["grid"] = (q.x_min, q.x_max, affine_scale(q.x_min, q.x_max, q.bits), q.bits) if calibrated else None
-            self._cache["grid_key"] = key
-        return self._cache["grid"]
+
+        def build():
+            if not bool(q.initialized.all()):
+                return None
+            return q.x_min, q.x_max, affine_scale(q.x_min, q.x_max, q.bits), q.bits
+        return self.inference_cached("input_grid", (q.x_min, q.x_max, q.initialized), build)
 
     def dense_weight(self):
         """The dequantized float weight (cached): what the fake-quantized model multiplied with."""
-        if "dense" not in self._cache:
-            self._cache["dense"] = _dequantize_rows(self.weight_codes, self.weight_scale, self.weight_min)
-        return self._cache["dense"]
+        return self.inference_cached("dense", (self.weight_codes, self.weight_scale, self.weight_min),
+                                     lambda: _dequantize_rows(self.weight_codes, self.weight_scale, self.weight_min))
 
     def _kernel_weight(self):
         """Signed codes, zero points and code sums of the int8 GEMM (cached)."""
-        if "kernel" not in self._cache:
+        def build():
             signed = (self.weight_codes.to(torch.int16) - INT8_OFFSET).to(torch.int8)
-            self._cache["kernel"] = (signed, self.weight_min + INT8_OFFSET * self.weight_scale,
-                                     signed.sum(dim=1, dtype=torch.int32))
-        return self._cache["kernel"]
+            return signed, self.weight_min + INT8_OFFSET * self.weight_scale, signed.sum(dim=1, dtype=torch.int32)
+        return self.inference_cached("kernel", (self.weight_codes, self.weight_scale, self.weight_min), build)
 
     def forward(self, x):
         grid = self._input_grid() if x.dtype == torch.float32 else None
@@ -227,10 +218,10 @@ class PackedBinaryLinear(_PackedLayer):
 
     def dense_weight(self):
         """The dequantized float weight (cached), for float inputs."""
-        if "dense" not in self._cache:
+        def build():
             signs = ops.unpack_signs(self.weight_bits, self.in_features) * self.weight_scale[:, None]
-            self._cache["dense"] = signs.view(self.planes, self.out_features, self.in_features).sum(dim=0)
-        return self._cache["dense"]
+            return signs.view(self.planes, self.out_features, self.in_features).sum(dim=0)
+        return self.inference_cached("dense", (self.weight_bits, self.weight_scale), build)
 
     def _binary_matmul(self, rows):
         """``rows @ W^T`` (no bias) by the kernel that matches the input quantizer."""

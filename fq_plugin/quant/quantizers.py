@@ -95,7 +95,7 @@ class WeightQuantizer(InferenceCache, Quantizer):
         return f"bits={self.bits}, bucketed={self.bucketed}"
 
 
-class ActivationQuantizer(Quantizer):
+class ActivationQuantizer(InferenceCache, Quantizer):
     """Fake-quantizes an activation with EMA ranges (momentum 0.9) updated in training forward passes.
 
     Padding positions (``valid`` False) and non-finite values are ignored in the range statistics;
@@ -225,14 +225,12 @@ class ActivationQuantizer(Quantizer):
         """``(x_min, scale)`` shaped for ``x`` (or to ``shape``) when every bucket is calibrated, cached while the
         range buffers are unchanged (inference does not recompute the step sizes and checks per call); else None."""
         shape = tuple(shape or self._range_shape(x))
-        version = (self.x_min.data_ptr(), self.x_min._version, self.x_max._version, self.initialized._version)
-        if getattr(self, "_grid_version", None) != version:
-            self._grids, self._grid_version = {}, version
-        if shape not in self._grids:
-            calibrated = bool(self.initialized.all())
-            scale = affine_scale(self.x_min, self.x_max, self.bits) if calibrated else None
-            self._grids[shape] = (self.x_min.view(shape), scale.view(shape)) if calibrated else None
-        return self._grids[shape]
+
+        def build():
+            if not bool(self.initialized.all()):
+                return None
+            return self.x_min.view(shape), affine_scale(self.x_min, self.x_max, self.bits).view(shape)
+        return self.inference_cached(("grid", shape), (self.x_min, self.x_max, self.initialized), build)
 
     def _fused_grid(self, x):
         """Like ``_frozen_grid`` with 1-D ranges for ``fake_quantize_affine``: only for a contiguous float32 ``x``

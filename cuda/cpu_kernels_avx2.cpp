@@ -405,12 +405,18 @@ void w1a8_prep(const int8_t* x, int64_t K, int64_t r0, int64_t r1, uint8_t* buf,
   }
 }
 
-// plus' = sum of (x + 128) where the sign bit is 1; plus = plus' - 128 * popcount(w); dot = 2 * plus - sum(x).
-template <int MR, int NR>
-void w1a8_tile(const uint8_t* x, int64_t xs, const uint32_t* w, int64_t KW, int32_t* plus) {
+// 32 bits -> 32 bytes, 0xFF where the bit is set: byte i <- byte i/8 of b, then keep bit i%8.
+inline __m256i bit_mask(uint32_t b) {
   const __m256i shuf = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,
                                         2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
   const __m256i bitsel = _mm256_set1_epi64x(static_cast<int64_t>(0x8040201008040201ULL));
+  const __m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32(static_cast<int>(b)), shuf);
+  return _mm256_cmpeq_epi8(_mm256_and_si256(v, bitsel), bitsel);
+}
+
+// plus' = sum of (x + 128) where the sign bit is 1; plus = plus' - 128 * popcount(w); dot = 2 * plus - sum(x).
+template <int MR, int NR>
+void w1a8_tile(const uint8_t* x, int64_t xs, const uint32_t* w, int64_t KW, int32_t* plus) {
   const __m256i zero = _mm256_setzero_si256();
   __m256i acc[MR][NR];
   for (int i = 0; i < MR; ++i)
@@ -421,9 +427,7 @@ void w1a8_tile(const uint8_t* x, int64_t xs, const uint32_t* w, int64_t KW, int3
     for (int j = 0; j < NR; ++j) {
       const uint32_t b = w[j * KW + c];
       pc[j] += _mm_popcnt_u32(b);
-      // byte i <- byte i/8 of b, then keep bit i%8: 0xFF where the weight of column 32c+i is +1
-      const __m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32(static_cast<int>(b)), shuf);
-      mask[j] = _mm256_cmpeq_epi8(_mm256_and_si256(v, bitsel), bitsel);
+      mask[j] = bit_mask(b);  // 0xFF where the weight of column 32c+i is +1
     }
     for (int i = 0; i < MR; ++i) {
       const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + i * xs + 32 * c));
@@ -476,12 +480,7 @@ constexpr int64_t kBinQuadsPerChunk = 64;
 
 // 32 sign bits -> 32 bytes of +1 / -1.
 inline __m256i expand_signs(uint32_t b) {
-  const __m256i shuf = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,
-                                        2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
-  const __m256i bitsel = _mm256_set1_epi64x(static_cast<int64_t>(0x8040201008040201ULL));
-  const __m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32(static_cast<int>(b)), shuf);
-  const __m256i plus = _mm256_cmpeq_epi8(_mm256_and_si256(v, bitsel), bitsel);  // 0xFF where the sign is +1
-  return _mm256_sub_epi8(_mm256_and_si256(plus, _mm256_set1_epi8(2)), _mm256_set1_epi8(1));
+  return _mm256_sub_epi8(_mm256_and_si256(bit_mask(b), _mm256_set1_epi8(2)), _mm256_set1_epi8(1));
 }
 
 // Columns [0, cols) (cols <= 16) of the sign words w [*, KW] into one panel of 8 * KW quads; colsum[c] = the sum of

@@ -144,17 +144,13 @@ class PackedInt8Linear(_PackedLayer):
         return cls(in_features, out_features, bias=bias is not None)._fill(tensors, bias)
 
     def _input_grid(self):
-        """``(x_min, x_max, x_scale, bits)`` of the linked input quantizer, or None (float path). Cached while
-        the quantizer's range buffers are unchanged (calibration may move them between validations)."""
+        """``(x_min, x_max, x_scale, bits)`` of the linked input quantizer, or None (float path): the quantizer's
+        own cached grid, so calibration that moves its ranges between validations is seen here too."""
         q = self.input_quantizer
         if q is None or not q._enabled or q.num_buckets != 1:
             return None
-
-        def build():
-            if not bool(q.initialized.all()):
-                return None
-            return q.x_min, q.x_max, affine_scale(q.x_min, q.x_max, q.bits), q.bits
-        return self.inference_cached("input_grid", (q.x_min, q.x_max, q.initialized), build)
+        frozen = q._frozen_grid(None, (-1,))
+        return None if frozen is None else (q.x_min, q.x_max, frozen[1], q.bits)
 
     def dense_weight(self):
         """The dequantized float weight (cached): what the fake-quantized model multiplied with."""

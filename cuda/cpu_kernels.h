@@ -49,11 +49,12 @@ struct Kernels {
   void (*int8_gemm)(const uint8_t* xbuf, bool x_signed, int64_t M, int64_t K, const int8_t* w, int64_t n0,
                     int64_t n1, const Int8Epilogue& ep, float* out, int64_t ldo);
 
-  // W1A8: int8 activations x packed sign words.
+  // W1A8: int8 activations x packed sign words. wbits2 (may be null) is a second plane of sign words with the
+  // same layout: then dot = dot(plane 1) + dot(plane 2) (a ternary weight: both planes share one scale per row).
   int64_t (*w1a8_prep_stride)(int64_t K);
   void (*w1a8_prep)(const int8_t* x, int64_t K, int64_t r0, int64_t r1, uint8_t* buf, int32_t* xsum);
   void (*w1a8_gemm)(const uint8_t* xbuf, const int32_t* xsum, int64_t M, int64_t K, const int32_t* wbits,
-                    int64_t n0, int64_t n1, const ScaleEpilogue& ep, float* out, int64_t ldo);
+                    const int32_t* wbits2, int64_t n0, int64_t n1, const ScaleEpilogue& ep, float* out, int64_t ldo);
 
   // W1A1: packed words x packed words (KW words per row, padding bits 0).
   // unsigned_act: dot = 2*popcount(x & w) - popcount(x) (xpop[m] = popcount(x row)); else K - 2*popcount(x ^ w).

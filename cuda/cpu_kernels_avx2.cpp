@@ -449,13 +449,14 @@ const W1A8Tile kW1A8Tiles[kW1A8MR][kW1A8NR] = {
 };
 
 // Few activation rows: dot products along K on byte masks of the sign bits.
-void w1a8_gemm_rows(const uint8_t* xbuf, const int32_t* xsum, int64_t M, int64_t K, const int32_t* wbits, int64_t n0,
-               int64_t n1, const ScaleEpilogue& ep, float* out, int64_t ldo) {
-  const int64_t KW = (K + 31) / 32, xs = KW * 32;
+void w1a8_gemm_rows(const uint8_t* xbuf, const int32_t* xsum, int64_t M, int64_t K, const int32_t* wbits,
+                    const int32_t* wbits2, int64_t n0, int64_t n1, const ScaleEpilogue& ep, float* out, int64_t ldo) {
+  const int64_t KW = (K + 31) / 32, xs = KW * 32, planes = wbits2 ? 2 : 1;
   const uint32_t* w = reinterpret_cast<const uint32_t*>(wbits);
-  int64_t nblk = kL2Bytes / (KW > 0 ? KW * 4 : 1) / kW1A8NR * kW1A8NR;
+  const uint32_t* w2 = reinterpret_cast<const uint32_t*>(wbits2);
+  int64_t nblk = kL2Bytes / (KW > 0 ? KW * 4 * planes : 1) / kW1A8NR * kW1A8NR;
   nblk = nblk < kW1A8NR ? kW1A8NR : nblk;
-  int32_t plus[kW1A8MR * kW1A8NR];
+  int32_t plus[kW1A8MR * kW1A8NR], plus2[kW1A8MR * kW1A8NR] = {};
   for (int64_t nb = n0; nb < n1; nb += nblk) {
     const int64_t ne = min64(nb + nblk, n1);
     for (int64_t m = 0; m < M; m += kW1A8MR) {
@@ -463,9 +464,13 @@ void w1a8_gemm_rows(const uint8_t* xbuf, const int32_t* xsum, int64_t M, int64_t
       for (int64_t n = nb; n < ne; n += kW1A8NR) {
         const int nr = static_cast<int>(min64(kW1A8NR, ne - n));
         kW1A8Tiles[mr - 1][nr - 1](xbuf + m * xs, xs, w + n * KW, KW, plus);
+        if (w2) kW1A8Tiles[mr - 1][nr - 1](xbuf + m * xs, xs, w2 + n * KW, KW, plus2);
         for (int i = 0; i < mr; ++i)
-          for (int j = 0; j < nr; ++j)
-            out[(m + i) * ldo + n + j] = scale_epilogue(ep, m + i, n + j, 2 * plus[i * nr + j] - xsum[m + i]);
+          for (int j = 0; j < nr; ++j) {
+            // dot = sum over the planes of 2 * plus - sum(x)
+            const int32_t dot = 2 * (plus[i * nr + j] + plus2[i * nr + j]) - static_cast<int32_t>(planes) * xsum[m + i];
+            out[(m + i) * ldo + n + j] = scale_epilogue(ep, m + i, n + j, dot);
+          }
       }
     }
   }
@@ -473,7 +478,8 @@ void w1a8_gemm_rows(const uint8_t* xbuf, const int32_t* xsum, int64_t M, int64_t
 
 // Many activation rows: panels [k quad][16 columns][4] of +1/-1 bytes (0 for missing columns). A broadcast quad of
 // activations times one panel vector gives, per column, two int16 sums of two products; 64 quads stay below 2^15
-// (64 * 2 * 255 = 32640), then vpmaddwd with ones widens them to one int32 per column.
+// (64 * 2 * 255 = 32640), then vpmaddwd with ones widens them to one int32 per column. Two planes (ternary) go
+// into one panel of t = (s1 + s2) / 2 in {-1, 0, 1} bytes, so they cost what one plane costs: dot = 2 * t . x.
 constexpr int kBinPanel = 16;
 constexpr int kBinPanelMR = 4;  // 4 x 2 int16 + 4 x 2 int32 accumulators + 2 weight vectors + 1 broadcast
 constexpr int64_t kBinQuadsPerChunk = 64;
@@ -483,18 +489,30 @@ inline __m256i expand_signs(uint32_t b) {
   return _mm256_sub_epi8(_mm256_and_si256(bit_mask(b), _mm256_set1_epi8(2)), _mm256_set1_epi8(1));
 }
 
-// Columns [0, cols) (cols <= 16) of the sign words w [*, KW] into one panel of 8 * KW quads; colsum[c] = the sum of
-// column c's signs over k < K (padding bits are 0; the padded activations are 0, so padded signs add nothing).
-void pack_binary_panel(const uint32_t* w, int64_t KW, int64_t K, int64_t cols, int8_t* panel, int32_t* colsum) {
+// Two planes of 32 sign bits -> 32 bytes of (s1 + s2) / 2 = bit1 + bit2 - 1.
+inline __m256i expand_ternary(uint32_t b1, uint32_t b2) {
+  const __m256i one = _mm256_set1_epi8(1);
+  return _mm256_sub_epi8(_mm256_add_epi8(_mm256_and_si256(bit_mask(b1), one), _mm256_and_si256(bit_mask(b2), one)),
+                         one);
+}
+
+// Columns [0, cols) (cols <= 16) of the sign words w [*, KW] (and of the second plane w2, if not null) into one panel
+// of 8 * KW quads; colsum[c] = the sum of column c's panel bytes over k < K (padding bits are 0; the padded
+// activations are 0, so padded bytes add nothing).
+void pack_binary_panel(const uint32_t* w, const uint32_t* w2, int64_t KW, int64_t K, int64_t cols, int8_t* panel,
+                       int32_t* colsum) {
   for (int64_t c = 0; c < cols; ++c) {
     int32_t pop = 0;
-    for (int64_t j = 0; j < KW; ++j) pop += _mm_popcnt_u32(w[c * KW + j]);
-    colsum[c] = 2 * pop - static_cast<int32_t>(K);
+    for (int64_t j = 0; j < KW; ++j) pop += _mm_popcnt_u32(w[c * KW + j]) + (w2 ? _mm_popcnt_u32(w2[c * KW + j]) : 0);
+    colsum[c] = w2 ? pop - static_cast<int32_t>(K) : 2 * pop - static_cast<int32_t>(K);
   }
   for (int64_t c0 = 0; c0 < kBinPanel; c0 += 8)
     for (int64_t j = 0; j < KW; ++j) {
       __m256i r[8];
-      for (int c = 0; c < 8; ++c) r[c] = c0 + c < cols ? expand_signs(w[(c0 + c) * KW + j]) : _mm256_setzero_si256();
+      for (int c = 0; c < 8; ++c) {
+        const int64_t i = (c0 + c) * KW + j;
+        r[c] = c0 + c >= cols ? _mm256_setzero_si256() : w2 ? expand_ternary(w[i], w2[i]) : expand_signs(w[i]);
+      }
       transpose8x8_epi32(r);  // r[t] = quad t of word j for the 8 columns
       for (int t = 0; t < 8; ++t)
         _mm256_store_si256(reinterpret_cast<__m256i*>(panel + ((8 * j + t) * kBinPanel + c0) * 4), r[t]);
@@ -541,10 +559,12 @@ using BinPanelTile = void (*)(const uint8_t*, int64_t, const int8_t*, int64_t, i
 const BinPanelTile kBinPanelTiles[kBinPanelMR] = {w1a8_panel_tile<1>, w1a8_panel_tile<2>, w1a8_panel_tile<3>,
                                                   w1a8_panel_tile<4>};
 
-void w1a8_gemm_panels(const uint8_t* xbuf, int64_t M, int64_t K, const int32_t* wbits,
+void w1a8_gemm_panels(const uint8_t* xbuf, int64_t M, int64_t K, const int32_t* wbits, const int32_t* wbits2,
                       int64_t n0, int64_t n1, const ScaleEpilogue& ep, float* out, int64_t ldo) {
   const int64_t KW = (K + 31) / 32, xs = KW * 32, quads = KW * 8;
+  const int32_t planes = wbits2 ? 2 : 1;
   const uint32_t* w = reinterpret_cast<const uint32_t*>(wbits);
+  const uint32_t* w2 = reinterpret_cast<const uint32_t*>(wbits2);
   const int64_t panel_bytes = quads * kBinPanel * 4;
   int64_t nblk = kL2Bytes / panel_bytes * kBinPanel;
   nblk = nblk < kBinPanel ? kBinPanel : nblk;
@@ -555,18 +575,18 @@ void w1a8_gemm_panels(const uint8_t* xbuf, int64_t M, int64_t K, const int32_t* 
   for (int64_t nb = n0; nb < n1; nb += nblk) {
     const int64_t ne = min64(nb + nblk, n1);
     for (int64_t n = nb; n < ne; n += kBinPanel)
-      pack_binary_panel(w + n * KW, KW, K, min64(kBinPanel, ne - n), panels + (n - nb) / kBinPanel * panel_bytes,
-                        colsum + (n - nb));
+      pack_binary_panel(w + n * KW, w2 ? w2 + n * KW : nullptr, KW, K, min64(kBinPanel, ne - n),
+                        panels + (n - nb) / kBinPanel * panel_bytes, colsum + (n - nb));
     for (int64_t m = 0; m < M; m += kBinPanelMR) {
       const int mr = static_cast<int>(min64(kBinPanelMR, M - m));
       for (int64_t n = nb; n < ne; n += kBinPanel) {
         kBinPanelTiles[mr - 1](xbuf + m * xs, xs, panels + (n - nb) / kBinPanel * panel_bytes, quads, dot);
         const int64_t cols = min64(kBinPanel, ne - n);
-        // sum((x + 128) * s) - 128 * sum(s) = sum(x * s)
+        // sum((x + 128) * v) - 128 * sum(v) = sum(x * v); two planes: s1 + s2 = 2 v
         for (int i = 0; i < mr; ++i)
           for (int64_t j = 0; j < cols; ++j)
             out[(m + i) * ldo + n + j] =
-                scale_epilogue(ep, m + i, n + j, dot[i * kBinPanel + j] - 128 * colsum[n - nb + j]);
+                scale_epilogue(ep, m + i, n + j, planes * (dot[i * kBinPanel + j] - 128 * colsum[n - nb + j]));
       }
     }
   }
@@ -574,12 +594,12 @@ void w1a8_gemm_panels(const uint8_t* xbuf, int64_t M, int64_t K, const int32_t* 
   free(colsum);
 }
 
-void w1a8_gemm(const uint8_t* xbuf, const int32_t* xsum, int64_t M, int64_t K, const int32_t* wbits, int64_t n0,
-               int64_t n1, const ScaleEpilogue& ep, float* out, int64_t ldo) {
+void w1a8_gemm(const uint8_t* xbuf, const int32_t* xsum, int64_t M, int64_t K, const int32_t* wbits,
+               const int32_t* wbits2, int64_t n0, int64_t n1, const ScaleEpilogue& ep, float* out, int64_t ldo) {
   if (M < kPanelMinRows)
-    w1a8_gemm_rows(xbuf, xsum, M, K, wbits, n0, n1, ep, out, ldo);
+    w1a8_gemm_rows(xbuf, xsum, M, K, wbits, wbits2, n0, n1, ep, out, ldo);
   else
-    w1a8_gemm_panels(xbuf, M, K, wbits, n0, n1, ep, out, ldo);
+    w1a8_gemm_panels(xbuf, M, K, wbits, wbits2, n0, n1, ep, out, ldo);
 }
 
 // ------------------------------------------------------------------------------------------------ W1A1

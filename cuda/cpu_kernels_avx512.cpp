@@ -203,13 +203,14 @@ const W1A8Tile kW1A8Tiles[kW1A8MR][kW1A8NR] = {
     {w1a8_tile<4, 1>, w1a8_tile<4, 2>, w1a8_tile<4, 3>, w1a8_tile<4, 4>},
 };
 
-void w1a8_gemm(const uint8_t* xbuf, const int32_t* xsum, int64_t M, int64_t K, const int32_t* wbits, int64_t n0,
-               int64_t n1, const ScaleEpilogue& ep, float* out, int64_t ldo) {
-  const int64_t KW = (K + 31) / 32, xs = round_up(K, 64);
+void w1a8_gemm(const uint8_t* xbuf, const int32_t* xsum, int64_t M, int64_t K, const int32_t* wbits,
+               const int32_t* wbits2, int64_t n0, int64_t n1, const ScaleEpilogue& ep, float* out, int64_t ldo) {
+  const int64_t KW = (K + 31) / 32, xs = round_up(K, 64), planes = wbits2 ? 2 : 1;
   const uint32_t* w = reinterpret_cast<const uint32_t*>(wbits);
-  int64_t nblk = kL2Bytes / (KW > 0 ? KW * 4 : 1) / kW1A8NR * kW1A8NR;
+  const uint32_t* w2 = reinterpret_cast<const uint32_t*>(wbits2);
+  int64_t nblk = kL2Bytes / (KW > 0 ? KW * 4 * planes : 1) / kW1A8NR * kW1A8NR;
   nblk = nblk < kW1A8NR ? kW1A8NR : nblk;
-  int32_t plus[kW1A8MR * kW1A8NR];
+  int32_t plus[kW1A8MR * kW1A8NR], plus2[kW1A8MR * kW1A8NR] = {};
   for (int64_t nb = n0; nb < n1; nb += nblk) {
     const int64_t ne = min64(nb + nblk, n1);
     for (int64_t m = 0; m < M; m += kW1A8MR) {
@@ -217,9 +218,13 @@ void w1a8_gemm(const uint8_t* xbuf, const int32_t* xsum, int64_t M, int64_t K, c
       for (int64_t n = nb; n < ne; n += kW1A8NR) {
         const int nr = static_cast<int>(min64(kW1A8NR, ne - n));
         kW1A8Tiles[mr - 1][nr - 1](xbuf + m * xs, xs, w + n * KW, KW, plus);
+        if (w2) kW1A8Tiles[mr - 1][nr - 1](xbuf + m * xs, xs, w2 + n * KW, KW, plus2);
         for (int i = 0; i < mr; ++i)
-          for (int j = 0; j < nr; ++j)
-            out[(m + i) * ldo + n + j] = scale_epilogue(ep, m + i, n + j, 2 * plus[i * nr + j] - xsum[m + i]);
+          for (int j = 0; j < nr; ++j) {
+            // dot = sum over the planes of 2 * plus - sum(x)
+            const int32_t dot = 2 * (plus[i * nr + j] + plus2[i * nr + j]) - static_cast<int32_t>(planes) * xsum[m + i];
+            out[(m + i) * ldo + n + j] = scale_epilogue(ep, m + i, n + j, dot);
+          }
       }
     }
   }

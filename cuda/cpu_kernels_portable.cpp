@@ -103,17 +103,23 @@ void w1a8_prep(const int8_t* x, int64_t K, int64_t r0, int64_t r1, uint8_t* buf,
   }
 }
 
-void w1a8_gemm(const uint8_t* xbuf, const int32_t* xsum, int64_t M, int64_t K, const int32_t* wbits, int64_t n0,
-               int64_t n1, const ScaleEpilogue& ep, float* out, int64_t ldo) {
+// Sum of x where the sign bit of w is 1; the dot product with the signs is 2 * plus - sum(x).
+int32_t plus_sum(const int8_t* x, const uint32_t* w, int64_t K) {
+  int32_t plus = 0;
+  for (int64_t k = 0; k < K; ++k) plus += ((w[k >> 5] >> (k & 31)) & 1u) ? x[k] : 0;
+  return plus;
+}
+
+void w1a8_gemm(const uint8_t* xbuf, const int32_t* xsum, int64_t M, int64_t K, const int32_t* wbits,
+               const int32_t* wbits2, int64_t n0, int64_t n1, const ScaleEpilogue& ep, float* out, int64_t ldo) {
   const int8_t* x = reinterpret_cast<const int8_t*>(xbuf);
   const int64_t KW = (K + 31) / 32;
   for (int64_t n = n0; n < n1; ++n) {
     const uint32_t* wn = reinterpret_cast<const uint32_t*>(wbits + n * KW);
     for (int64_t m = 0; m < M; ++m) {
-      const int8_t* xm = x + m * K;
-      int32_t plus = 0;  // sum of x where the weight sign is +1; dot = 2*plus - sum(x)
-      for (int64_t k = 0; k < K; ++k) plus += ((wn[k >> 5] >> (k & 31)) & 1u) ? xm[k] : 0;
-      out[m * ldo + n] = scale_epilogue(ep, m, n, 2 * plus - xsum[m]);
+      int32_t dot = 2 * plus_sum(x + m * K, wn, K) - xsum[m];
+      if (wbits2) dot += 2 * plus_sum(x + m * K, reinterpret_cast<const uint32_t*>(wbits2 + n * KW), K) - xsum[m];
+      out[m * ldo + n] = scale_epilogue(ep, m, n, dot);
     }
   }
 }

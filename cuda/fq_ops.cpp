@@ -303,7 +303,8 @@ at::Tensor pack_signs_cpu(const at::Tensor& x_in) {
 }
 
 at::Tensor binary_linear_w1a8_cpu(const at::Tensor& x_q_in, const at::Tensor& x_scale_in, const at::Tensor& w_bits_in,
-                                  const at::Tensor& w_scale_in, const c10::optional<at::Tensor>& bias_in, int64_t K) {
+                                  const at::Tensor& w_scale_in, const c10::optional<at::Tensor>& bias_in, int64_t K,
+                                  int64_t planes) {
   check_tensor(x_q_in, "x_q", at::kChar, 2);
   const int64_t M = x_q_in.size(0), KW = (K + 31) / 32;
   TORCH_CHECK_VALUE(x_q_in.size(1) == K, "K=", K, " does not match x_q with ", x_q_in.size(1), " columns");
@@ -312,7 +313,10 @@ at::Tensor binary_linear_w1a8_cpu(const at::Tensor& x_q_in, const at::Tensor& x_
   check_tensor(w_bits_in, "w_bits", at::kInt, 2);
   TORCH_CHECK_VALUE(w_bits_in.size(1) == KW, "w_bits must have ", KW, " columns to match the activations, got shape ",
                     w_bits_in.sizes());
-  const int64_t N = w_bits_in.size(0);
+  TORCH_CHECK_VALUE(planes == 1 || planes == 2, "planes must be 1 or 2, got ", planes);
+  TORCH_CHECK_VALUE(w_bits_in.size(0) % planes == 0, "w_bits must have planes * N rows for planes=", planes,
+                    ", got shape ", w_bits_in.sizes());
+  const int64_t N = w_bits_in.size(0) / planes;
   check_vector(w_scale_in, "w_scale", at::kFloat, N, false);
   check_bias(bias_in, N);
   const at::Tensor x_q = x_q_in.contiguous(), x_scale = x_scale_in.contiguous(), w_bits = w_bits_in.contiguous();
@@ -334,8 +338,9 @@ at::Tensor binary_linear_w1a8_cpu(const at::Tensor& x_q_in, const at::Tensor& x_
   constexpr int64_t kBlock = 48;  // a multiple of every path's register tile and panel width
   const int64_t blocks = (N + kBlock - 1) / kBlock;
   at::parallel_for(0, blocks, grain_for(M * kBlock * K), [&](int64_t b0, int64_t b1) {
-    kr.w1a8_gemm(xbuf.data_ptr<uint8_t>(), xsum.data_ptr<int32_t>(), M, K, w_bits.data_ptr<int32_t>(), b0 * kBlock,
-                 std::min(N, b1 * kBlock), ep, out.data_ptr<float>(), N);
+    kr.w1a8_gemm(xbuf.data_ptr<uint8_t>(), xsum.data_ptr<int32_t>(), M, K, w_bits.data_ptr<int32_t>(),
+                 planes == 2 ? w_bits.data_ptr<int32_t>() + N * KW : nullptr, b0 * kBlock, std::min(N, b1 * kBlock),
+                 ep, out.data_ptr<float>(), N);
   });
   return out;
 }
@@ -394,7 +399,8 @@ TORCH_LIBRARY(fq_plugin, m) {
   m.def("int8_linear_symmetric(Tensor x_q, Tensor x_scale, Tensor w_q, Tensor w_scale, Tensor w_zero, "
         "Tensor w_sum, Tensor? bias=None) -> Tensor");
   m.def("pack_signs(Tensor x) -> Tensor");
-  m.def("binary_linear_w1a8(Tensor x_q, Tensor x_scale, Tensor w_bits, Tensor w_scale, Tensor? bias, int K) -> Tensor");
+  m.def("binary_linear_w1a8(Tensor x_q, Tensor x_scale, Tensor w_bits, Tensor w_scale, Tensor? bias, int K, "
+        "int planes=1) -> Tensor");
   m.def("binary_linear_w1a1(Tensor x_bits, Tensor x_scale, Tensor w_bits, Tensor w_scale, Tensor? bias, int K, "
         "bool unsigned_act=False) -> Tensor");
 }

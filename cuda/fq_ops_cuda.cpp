@@ -2,8 +2,11 @@
 // registration for the CUDA dispatch key. The kernels are in fq_kernels.cu. Built only by a CUDA build of the
 // extension (setup.py defines FQ_WITH_CUDA then).
 #include <ATen/core/Tensor.h>
+#include <ATen/ops/add.h>
 #include <ATen/ops/bitwise_and.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/mul.h>
+#include <ATen/ops/ones.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -93,7 +96,7 @@ at::Tensor int8_linear_symmetric_cuda(const at::Tensor& x_q, const at::Tensor& x
 
 at::Tensor binary_linear_w1a8_cuda(const at::Tensor& x_q_in, const at::Tensor& x_scale_in,
                                    const at::Tensor& w_bits_in, const at::Tensor& w_scale_in,
-                                   const c10::optional<at::Tensor>& bias_in, int64_t K) {
+                                   const c10::optional<at::Tensor>& bias_in, int64_t K, int64_t planes) {
   const at::Device dev = x_q_in.device();
   check(x_q_in, "x_q", at::kChar, 2, dev);
   const int64_t M = x_q_in.size(0), KW = (K + 31) / 32;
@@ -103,8 +106,22 @@ at::Tensor binary_linear_w1a8_cuda(const at::Tensor& x_q_in, const at::Tensor& x
   check(w_bits_in, "w_bits", at::kInt, 2, dev);
   TORCH_CHECK_VALUE(w_bits_in.size(1) == KW, "w_bits must have ", KW, " columns to match the activations, got shape ",
                     w_bits_in.sizes());
-  const int64_t N = w_bits_in.size(0);
+  TORCH_CHECK_VALUE(planes == 1 || planes == 2, "planes must be 1 or 2, got ", planes);
+  TORCH_CHECK_VALUE(w_bits_in.size(0) % planes == 0, "w_bits must have planes * N rows for planes=", planes,
+                    ", got shape ", w_bits_in.sizes());
+  const int64_t N = w_bits_in.size(0) / planes;
   check_vec(w_scale_in, "w_scale", at::kFloat, N, false, dev);
+  if (planes == 2) {
+    // Exact integer dots of every plane row (unit scales; |dot| < 2^24), then the epilogue of the CPU kernels on
+    // their sum: (x_scale * w_scale) * (dot_1 + dot_2) + bias.
+    at::Tensor bias;
+    bias_ptr(bias_in, bias, N, dev);  // validates it
+    const at::Tensor ones = at::ones({2 * N}, w_scale_in.options());
+    const at::Tensor dots = binary_linear_w1a8_cuda(x_q_in, ones.narrow(0, 0, 1), w_bits_in, ones, c10::nullopt, K, 1);
+    const at::Tensor scales = at::mul(x_scale_in.view({-1, 1}), w_scale_in.view({1, -1}));
+    const at::Tensor out = at::mul(scales, at::add(dots.narrow(1, 0, N), dots.narrow(1, N, N)));
+    return bias.defined() ? at::add(out, bias) : out;
+  }
   const c10::cuda::CUDAGuard guard(dev);
   const at::Tensor x_q = x_q_in.contiguous(), x_scale = x_scale_in.contiguous(), w_bits = w_bits_in.contiguous();
   const at::Tensor w_scale = w_scale_in.contiguous();

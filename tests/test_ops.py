@@ -245,6 +245,42 @@ def test_binary_linear_w1a8_matches_reference(path, m, n, k):
     assert_epilogue_close(out, sum(terms), sum(t.abs() for t in terms))
 
 
+@pytest.mark.parametrize("m,n,k", BINARY_SHAPES)
+def test_binary_linear_w1a8_two_planes_match_reference(path, m, n, k):
+    """planes=2 (a ternary weight as two sign planes with one scale per row): the dots of both planes are summed
+    before the epilogue, on every path; the AVX2 batched kernel runs them as one panel of {-1, 0, 1} bytes."""
+    x_q = torch.randint(-128, 128, (m, k), dtype=torch.int8)
+    t = torch.randint(-1, 2, (n, k))
+    w_bits = torch.cat([ref.pack_signs(t >= 0), ref.pack_signs(t > 0)])  # (s1 + s2) / 2 = t
+    exact = 2 * exact_dot(x_q, t)
+    out_int = run(path, ops.binary_linear_w1a8, x_q, torch.ones(1), w_bits, torch.ones(n), None, k, 2)
+    assert torch.equal(out_int, exact.to(torch.float32))
+    sx, sw, bias = torch.rand(m) + 0.01, torch.rand(n) + 0.01, torch.randn(n)
+    out = run(path, ops.binary_linear_w1a8, x_q, sx, w_bits, sw, bias, k, 2)
+    terms = (sx.double()[:, None] * sw.double() * exact.double(), bias.double())
+    assert_epilogue_close(out, sum(terms), sum(t.abs() for t in terms))
+    # Planes that are not a ternary weight (split binary: independent signs) are summed all the same.
+    w_bits = ref.pack_signs(torch.randn(2 * n, k))
+    signs = torch.where(ref.unpack_signs(w_bits, k) > 0, 1, -1)
+    out = run(path, ops.binary_linear_w1a8, x_q, torch.ones(1), w_bits, torch.ones(n), None, k, 2)
+    assert torch.equal(out, exact_dot(x_q, signs[:n] + signs[n:]).to(torch.float32))
+
+
+@pytest.mark.parametrize("call", ["public", "op"])
+def test_binary_linear_w1a8_refuses_bad_plane_counts(call):
+    """The Python checks and, called directly, the C++ op."""
+    if call == "op" and not ops.extension_available():
+        pytest.skip(f"C++ extension not loaded: {ops.backend_info()['cause']}")
+    fn = ops.binary_linear_w1a8 if call == "public" else torch.ops.fq_plugin.binary_linear_w1a8
+    x_q, w_bits = torch.zeros(2, 40, dtype=torch.int8), ref.pack_signs(torch.randn(6, 40))
+    with pytest.raises(ValueError, match="planes must be 1 or 2"):
+        fn(x_q, torch.ones(2), w_bits, torch.ones(2), None, 40, 3)
+    with pytest.raises(ValueError, match="planes \\* N rows"):
+        fn(x_q, torch.ones(2), w_bits[:5], torch.ones(2), None, 40, 2)
+    with pytest.raises(ValueError, match="w_scale"):  # two planes of 3 rows need 3 scales
+        fn(x_q, torch.ones(2), w_bits, torch.ones(6), None, 40, 2)
+
+
 @pytest.mark.parametrize("x_value", [127, -128])
 def test_binary_linear_w1a8_extreme_values_do_not_overflow(path, x_value):
     """Largest partial sums: every activation at one end of int8, long rows of equal signs (the AVX2 kernel sums
@@ -257,6 +293,11 @@ def test_binary_linear_w1a8_extreme_values_do_not_overflow(path, x_value):
     w[3, ::5] = -1
     out = run(path, ops.binary_linear_w1a8, x_q, torch.ones(1), ref.pack_signs(w), torch.ones(n), None, k)
     assert torch.equal(out, exact_dot(x_q, w.long()).to(torch.float32))
+    t = w.clone()
+    t[:, 1::7] = 0  # ternary: panels of {-1, 0, 1} bytes, the same 16-bit bound
+    planes = torch.cat([ref.pack_signs(t >= 0), ref.pack_signs(t > 0)])
+    out = run(path, ops.binary_linear_w1a8, x_q, torch.ones(1), planes, torch.ones(n), None, k, 2)
+    assert torch.equal(out, 2 * exact_dot(x_q, t.long()).to(torch.float32))
 
 
 @pytest.mark.parametrize("m,n,k", BINARY_SHAPES)
@@ -504,6 +545,9 @@ def test_cuda_kernels_match_reference(m, n, k):
     sx, sw = torch.rand(m), torch.rand(n)
     got = ops.binary_linear_w1a8(x_q.to(dev), sx.to(dev), w_bits.to(dev), sw.to(dev), None, k).cpu()
     torch.testing.assert_close(got, ref.binary_linear_w1a8(x_q, sx, w_bits, sw, None, k))
+    planes, bias = ref.pack_signs(torch.randn(2 * n, k)), torch.randn(n)
+    got = ops.binary_linear_w1a8(x_q.to(dev), sx.to(dev), planes.to(dev), sw.to(dev), bias.to(dev), k, 2).cpu()
+    torch.testing.assert_close(got, ref.binary_linear_w1a8(x_q, sx, planes, sw, bias, k, 2))
     for unsigned in (False, True):
         got = ops.binary_linear_w1a1(x_bits.to(dev), sx.to(dev), w_bits.to(dev), sw.to(dev), None, k, unsigned).cpu()
         torch.testing.assert_close(got, ref.binary_linear_w1a1(x_bits, sx, w_bits, sw, None, k, unsigned))

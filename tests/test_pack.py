@@ -105,6 +105,7 @@ def test_paper_bucketing_packs_exactly_with_float_gemms_where_inputs_have_per_fe
 
 @pytest.mark.parametrize("arch, flags, kernel", [
     ("bitnet_transformer_tiny", ["--embedding-bits", "8"], "w1a8"),
+    ("bitnet_transformer_tiny", ["--weight-quant", "ternary"], "w1a8"),  # two planes in one kernel pass
     pytest.param("bit_transformer_tiny", [], "w1a1", marks=pytest.mark.slow),  # elastic inputs: unit-tested below
     ("bmt_transformer_tiny", ["--binarize-activations"], "w1a1"),
 ])
@@ -118,6 +119,8 @@ def test_packed_binarized_models_translate_like_their_qat_models(data_bin, tmp_p
     assert len(binary) == 2 * 6 + 2 * 10 and all(m.input_quantizer._enabled for m in binary)
     state = _load(packed)["model"]
     assert state["encoder.layers.0.fc1.weight_bits"].dtype == torch.int32
+    if "ternary" in flags:  # two sign planes sharing one scale per row: the W1A8 op sums them itself
+        assert all(m.planes == 2 and m._shared_plane_scale() is not None for m in binary)
     if "--embedding-bits" in flags:  # embeddings and output projection 8-bit: everything but norms is packed
         assert isinstance(layers["decoder.output_projection"], PackedInt8Linear)
         assert _model_bytes(packed) < 0.2 * _model_bytes(source)
@@ -215,6 +218,12 @@ def test_packed_layers_compute_the_fake_quantized_product(shape):
         expected = binarizer(weight) + (binarizer(split) if mode == "split_binary" else 0)
         assert layer.planes == planes
         torch.testing.assert_close(layer.dense_weight(), expected, atol=1e-6, rtol=1e-6)
+        inputs = TokenQuantizer("absmax8")  # 8-bit inputs: one kernel call for both planes if they share scales
+        inputs.set_enabled(True)
+        layer.input_quantizer = inputs.eval()
+        assert (layer._shared_plane_scale() is not None) == (mode == "ternary")
+        x = torch.randn(*shape, 40)
+        torch.testing.assert_close(layer(x), F.linear(inputs(x), expected, bias), atol=1e-4, rtol=1e-5)
 
 
 def test_packing_refuses_a_weight_that_is_not_binary():

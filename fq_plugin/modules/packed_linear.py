@@ -219,11 +219,22 @@ class PackedBinaryLinear(_PackedLayer):
             return signs.view(self.planes, self.out_features, self.in_features).sum(dim=0)
         return self.inference_cached("dense", (self.weight_bits, self.weight_scale), build)
 
-    def _binary_matmul(self, rows):
-        """``rows @ W^T`` (no bias) by the kernel that matches the input quantizer."""
+    def _shared_plane_scale(self):
+        """The per-row scale of all planes if they share it (binary, ternary; cached), else None (split binary)."""
+        def build():
+            scales = self.weight_scale.view(self.planes, self.out_features)
+            return scales[0].clone() if all(torch.equal(scales[0], s) for s in scales[1:]) else None
+        return self.inference_cached("shared_scale", (self.weight_scale,), build)
+
+    def _binary_linear(self, rows):
+        """``rows @ W^T + bias`` by the kernel that matches the input quantizer."""
         q, k = self.input_quantizer, self.in_features
         if isinstance(q, TokenQuantizer) and q.mode == "absmax8":
             codes, scale = torch.ops.fq_plugin.quantize_absmax_i8(rows)
+            shared = self._shared_plane_scale()
+            if shared is not None:  # the kernel sums the planes of a row in one pass
+                return torch.ops.fq_plugin.binary_linear_w1a8(codes, scale, self.weight_bits, shared, self.bias, k,
+                                                              self.planes)
             y = torch.ops.fq_plugin.binary_linear_w1a8(codes, scale, self.weight_bits, self.weight_scale, None, k)
         else:  # 1-bit inputs: the quantizer's own +-a / {0, a} values, packed to bits with their scale
             binary = q(rows)
@@ -233,7 +244,7 @@ class PackedBinaryLinear(_PackedLayer):
                                                        self.weight_scale, None, k, unsigned)
         if self.planes > 1:
             y = y.view(-1, self.planes, self.out_features).sum(dim=1)
-        return y
+        return y + self.bias if self.bias is not None else y
 
     def forward(self, x):
         if self.input_norm is not None:
@@ -242,9 +253,7 @@ class PackedBinaryLinear(_PackedLayer):
         if q is None or not q._enabled or x.dtype != torch.float32:
             y = linear_rows(x, self.dense_weight().to(x.dtype), self.bias)
         else:
-            y = self._binary_matmul(x.reshape(-1, self.in_features)).view(x.shape[:-1] + (self.out_features,))
-            if self.bias is not None:
-                y = y + self.bias
+            y = self._binary_linear(x.reshape(-1, self.in_features)).view(x.shape[:-1] + (self.out_features,))
         return self.output_norm(y) if self.output_norm is not None else y
 
     def extra_repr(self):

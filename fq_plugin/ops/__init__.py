@@ -28,7 +28,7 @@ SCHEMAS = {
                              "Tensor w_zero, Tensor w_sum, Tensor? bias=None) -> Tensor",
     "pack_signs": "pack_signs(Tensor x) -> Tensor",
     "binary_linear_w1a8": "binary_linear_w1a8(Tensor x_q, Tensor x_scale, Tensor w_bits, Tensor w_scale, "
-                          "Tensor? bias, int K) -> Tensor",
+                          "Tensor? bias, int K, int planes=1) -> Tensor",
     "binary_linear_w1a1": "binary_linear_w1a1(Tensor x_bits, Tensor x_scale, Tensor w_bits, Tensor w_scale, "
                           "Tensor? bias, int K, bool unsigned_act=False) -> Tensor",
 }
@@ -79,7 +79,7 @@ def _register_fakes():
     torch.library.register_fake("fq_plugin::pack_signs")(
         lambda x: x.new_empty((x.shape[0], words_for(x.shape[1])), dtype=torch.int32))
     torch.library.register_fake("fq_plugin::binary_linear_w1a8")(
-        lambda x_q, x_scale, w_bits, *args: out_mn(x_q, w_bits))
+        lambda x_q, x_scale, w_bits, w_scale, *args: out_mn(x_q, w_scale))
     torch.library.register_fake("fq_plugin::binary_linear_w1a1")(
         lambda x_bits, x_scale, w_bits, *args: out_mn(x_bits, w_bits))
 
@@ -279,12 +279,14 @@ def unpack_signs(bits, k: int) -> torch.Tensor:
     return reference.unpack_signs(bits, k)
 
 
-def binary_linear_w1a8(x_q, x_scale, w_bits, w_scale, bias, k: int) -> torch.Tensor:
-    """1-bit weights (packed signs) x int8 activations: ``x_scale*w_scale*sum_k sgn*x_q + bias``.
+def binary_linear_w1a8(x_q, x_scale, w_bits, w_scale, bias, k: int, planes: int = 1) -> torch.Tensor:
+    """1-bit weights (packed signs) x int8 activations: ``x_scale*w_scale*sum_p sum_k sgn_p*x_q + bias``.
 
     Args:
-        x_q: int8 ``[M, K]``; x_scale: float32 ``[M]`` or ``[1]``; w_bits: int32 ``[N, ceil(K/32)]``;
-        w_scale: float32 ``[N]``; bias: float32 ``[N]`` or None; k: K.
+        x_q: int8 ``[M, K]``; x_scale: float32 ``[M]`` or ``[1]``; w_bits: int32 ``[planes*N, ceil(K/32)]``
+        (row ``p*N + n``: plane ``p`` of output ``n``); w_scale: float32 ``[N]``, shared by the planes of a row;
+        bias: float32 ``[N]`` or None; k: K; planes: 1, or 2 for a ternary weight ``(sgn_0 + sgn_1) / 2``
+        (its kernels run both planes in one pass).
     Returns:
         float32 ``[M, N]``.
     """
@@ -293,10 +295,15 @@ def binary_linear_w1a8(x_q, x_scale, w_bits, w_scale, bias, k: int) -> torch.Ten
     if k != x_q.shape[1]:
         raise ValueError(f"K={k} does not match x_q with {x_q.shape[1]} columns")
     _check_k(k)
+    if planes not in (1, 2):
+        raise ValueError(f"planes must be 1 or 2, got {planes}")
     _vector(x_scale, "x_scale", torch.float32, m, broadcast_ok=True)
-    _check_weights(w_bits, "w_bits", torch.int32, words_for(k), w_scale, bias)
+    _tensor(w_bits, "w_bits", torch.int32, 2)
+    if w_bits.shape[0] % planes:
+        raise ValueError(f"w_bits must have planes * N rows for planes={planes}, got shape {tuple(w_bits.shape)}")
+    _check_weights(w_bits[: w_bits.shape[0] // planes], "w_bits", torch.int32, words_for(k), w_scale, bias)
     _same_device(x_q, x_scale, w_bits, w_scale, bias)
-    return torch.ops.fq_plugin.binary_linear_w1a8(x_q, x_scale, w_bits, w_scale, bias, k)
+    return torch.ops.fq_plugin.binary_linear_w1a8(x_q, x_scale, w_bits, w_scale, bias, k, planes)
 
 
 def binary_linear_w1a1(x_bits, x_scale, w_bits, w_scale, bias, k: int, unsigned: bool = False) -> torch.Tensor:

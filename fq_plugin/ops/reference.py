@@ -177,19 +177,21 @@ def check_padding_bits(bits: torch.Tensor, k: int, name: str):
             raise ValueError(f"{name}: padding bits past K={k} must be 0 (use pack_signs)")
 
 
-def binary_linear_w1a8(x_q, x_scale, w_bits, w_scale, bias, k: int) -> torch.Tensor:
-    """1-bit weights x 8-bit activations: ``x_scale*w_scale*sum_k sgn[n,k]*x_q[m,k] + bias``.
+def binary_linear_w1a8(x_q, x_scale, w_bits, w_scale, bias, k: int, planes: int = 1) -> torch.Tensor:
+    """1-bit weights x 8-bit activations: ``x_scale*w_scale*sum_p sum_k sgn_p[n,k]*x_q[m,k] + bias``.
 
     Args:
         x_q: int8 ``[M, K]``; x_scale: float32 ``[M]`` or ``[1]``.
-        w_bits: int32 ``[N, ceil(K/32)]`` from :func:`pack_signs` (bit 1 = +1, bit 0 = -1).
-        w_scale: float32 ``[N]``; bias: float32 ``[N]`` or None; k: K.
+        w_bits: int32 ``[planes*N, ceil(K/32)]`` from :func:`pack_signs` (bit 1 = +1, bit 0 = -1); row
+            ``p*N + n`` is plane ``p`` of output ``n``. Two planes sharing one scale per row are a ternary weight.
+        w_scale: float32 ``[N]``; bias: float32 ``[N]`` or None; k: K; planes: 1 or 2.
     Returns:
         float32 ``[M, N]``.
     """
     check_padding_bits(w_bits, k, "w_bits")
     sgn = _unpack_bits(w_bits, k) * 2 - 1
-    dot = _exact_dot(x_q, sgn).to(torch.float32)
+    dot = _exact_dot(x_q, sgn)
+    dot = sum(dot.chunk(planes, dim=1)).to(torch.float32)
     out = _column(x_scale) * _row(w_scale) * dot
     return out + bias if bias is not None else out
 

@@ -2,7 +2,7 @@
 
 Every op runs on the same shapes side by side in one process, with 1 and 2 threads; the ops are timed round-robin
 (``--rounds`` rounds of about ``--batch-time`` seconds each) and the median per call is reported. Prints a markdown
-table (GOP/s, 2*M*N*K operations per call, and speed relative to fp32) to stdout.
+table (GOP/s, 2*M*N*K operations per call, ternary counted like one plane, and speed relative to fp32) to stdout.
 
 Usage: OMP_NUM_THREADS=2 .venv/bin/python scripts/bench/bench_kernels.py [--quick]
 """
@@ -57,7 +57,7 @@ def operands(m, n, k):
     return dict(
         x=x, w=w, x_u8=x_u8, x_s8=x_s8, w_s8=w_s8, w_s8_t=w_s8.t(), w_sum=w_s8.sum(1, dtype=torch.int32),
         x_bits=ref.pack_signs(x), w_bits=ref.pack_signs(w), sx=torch.rand(m), zx=torch.randn(m), sw=torch.rand(n),
-        zw=torch.randn(n), bias=torch.randn(n))
+        zw=torch.randn(n), bias=torch.randn(n), w_planes=torch.cat([ref.pack_signs(w > -0.5), ref.pack_signs(w > 0.5)]))
 
 
 def candidates(o, m, n, k):
@@ -70,6 +70,10 @@ def candidates(o, m, n, k):
     yield "int8_linear", lambda: fq.int8_linear(o["x_u8"], o["sx"], o["zx"], o["w_s8"], o["sw"], o["zw"], o["w_sum"],
                                                 o["bias"])
     yield "W1A8", lambda: fq.binary_linear_w1a8(o["x_s8"], o["sx"], o["w_bits"], o["sw"], o["bias"], k)
+    # Ternary weights as two sign planes: one call summing the planes, and (for comparison) the planes as 2N rows.
+    yield "ternary", lambda: fq.binary_linear_w1a8(o["x_s8"], o["sx"], o["w_planes"], o["sw"], o["bias"], k, 2)
+    yield "ternary as 2N rows", lambda: fq.binary_linear_w1a8(o["x_s8"], o["sx"], o["w_planes"], o["sw"].repeat(2),
+                                                              None, k).view(m, 2, n).sum(1) + o["bias"]
     yield "W1A1", lambda: fq.binary_linear_w1a1(o["x_bits"], o["sx"], o["w_bits"], o["sw"], o["bias"], k, False)
 
 

@@ -5,7 +5,8 @@
 #
 #   scripts/bench/bench_pack.sh [STEP ...]     steps (default all): sizes train quality speed base_speed
 #   env: WORK (work/bench_pack), UPDATES (1000), THREADS (training threads, 2), SEED (1),
-#        SPEED_THREADS ("1 2"), BATCHES ("64 1"), HEAD (sentences of the batch-1 runs, 200),
+#        SPEED_THREADS ("1 2"), BATCHES ("64 1"), HEAD (sentences of the batch-1 runs, 200; BASE_HEAD, 16, in
+#        base_speed),
 #        ROUNDS (runs of each speed cell, round-robin over the models; the median is reported; 1)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -51,7 +52,8 @@ EOF
   size_run int8_deploy --arch fq_transformer_wmt_en_de --criterion qat_label_smoothed_cross_entropy \
     --quant-start-update 0 --quant-bucketing weight
   size_run bmt_emb32 --arch bmt_transformer_wmt_en_de --criterion qat_label_smoothed_cross_entropy --quant-start-update 0
-  size_run ternary_emb8 --arch bmt_transformer_wmt_en_de --criterion qat_label_smoothed_cross_entropy \
+  # Ternary weights with BitNet's 8-bit per-token inputs: both bit planes run in one W1A8 kernel pass.
+  size_run ternary_emb8 --arch bitnet_transformer_wmt_en_de --criterion qat_label_smoothed_cross_entropy \
     --quant-start-update 0 --weight-quant ternary --embedding-bits 8
   # The float file a user ships has no optimizer state; the packed files have none either.
   python - "$dir/float/checkpoint_last.pt" "$dir/float/model.pt" <<'EOF'
@@ -165,9 +167,10 @@ step_speed() {
 step_base_speed() {
   # fairseq-generate speed at Transformer-base shapes (d 512, FFN 2048, 6+6 layers, 32k vocabulary) on the
   # one-update models of step_sizes: their translations are meaningless, so every hypothesis is forced to exactly
-  # $FIXED_LEN tokens (--min-len = --max-len-b) and all models do the same work. 128 sentences of 20 random words.
+  # $FIXED_LEN tokens (--min-len = --max-len-b) and all models do the same work. 128 sentences of 20 random words
+  # at batch 64; the first $BASE_HEAD of them at batch 1.
   local dir=$WORK/sizes out=$WORK/base_speed
-  local fixed=${FIXED_LEN:-30}
+  local fixed=${FIXED_LEN:-30} base_head=${BASE_HEAD:-16}
   mkdir -p "$out"
   if [ ! -s "$dir/bin/test.en-de.en.bin" ]; then
     python - "$dir/raw" <<'EOF2'
@@ -181,6 +184,12 @@ EOF2
     fairseq-preprocess --source-lang en --target-lang de --testpref "$dir/raw/test" --srcdict "$dir/raw/dict.txt" \
       --tgtdict "$dir/raw/dict.txt" --destdir "$dir/bin" --workers 1 > /dev/null
   fi
+  if [ ! -s "$dir/head/bin/test.en-de.en.bin" ]; then
+    mkdir -p "$dir/head"
+    for lang in en de; do head -n "$base_head" "$dir/raw/test.$lang" > "$dir/head/test.$lang"; done
+    fairseq-preprocess --source-lang en --target-lang de --testpref "$dir/head/test" --srcdict "$dir/raw/dict.txt" \
+      --tgtdict "$dir/raw/dict.txt" --destdir "$dir/head/bin" --workers 1 > /dev/null
+  fi
   [ -s "$dir/int8_deploy/checkpoint_last.pt" ] || step_sizes  # the one-update models, int8_deploy among them
   [ -s "$dir/int8_deploy/packed.pt" ] || fq-pack "$dir/int8_deploy/checkpoint_last.pt" "$dir/int8_deploy/packed.pt"
   python scripts/bench/ct2_translate.py convert --checkpoint "$dir/float/model.pt" --data-bin "$dir/bin" \
@@ -188,34 +197,38 @@ EOF2
   local models=(float:float/model.pt int8_packed:int8_deploy/packed.pt bitnet_packed:bitnet_emb8/packed.pt
                 ternary_packed:ternary_emb8/packed.pt ct2_int8:ct2_float)
   {
-    echo "| threads | model | sentences/s | tokens/s | × float fairseq |"
-    echo "|---|---|---|---|---|"
+    echo "| threads | batch | sentences | model | sentences/s | tokens/s | × float fairseq |"
+    echo "|---|---|---|---|---|---|---|"
     for threads in $SPEED_THREADS; do
-      local -A runs=()
-      for round in $(seq "$ROUNDS"); do
-        for entry in "${models[@]}"; do
-          local name=${entry%%:*} log=$out/${entry%%:*}.t$threads.r$round.log
-          if [ "$name" = ct2_int8 ]; then
-            python scripts/bench/ct2_translate.py translate --model "$dir/ct2_float" --source "$dir/raw/test.en" \
-              --output "$log.hyp" --beam 4 --lenpen 0.6 --batch-size 64 --threads "$threads" --min-len "$fixed" \
-              --max-len "$fixed" > "$log" 2>&1
-          else
-            OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads fairseq-generate "$dir/bin" --user-dir fq_plugin \
-              --path "$dir/${entry#*:}" --gen-subset test --beam 4 --lenpen 0.6 --batch-size 64 \
-              --required-batch-size-multiple 1 --min-len "$fixed" --max-len-a 0 --max-len-b "$fixed" --cpu \
-              > "$log.out" 2> "$log"
-          fi
-          runs[$name]+="$(tokens_per_s "$log");"
+      for batch in $BATCHES; do
+        local data=$dir/bin source=$dir/raw/test.en count=128
+        if [ "$batch" = 1 ]; then data=$dir/head/bin source=$dir/head/test.en count=$base_head; fi
+        local -A runs=()
+        for round in $(seq "$ROUNDS"); do
+          for entry in "${models[@]}"; do
+            local name=${entry%%:*} log=$out/${entry%%:*}.t$threads.b$batch.r$round.log
+            if [ "$name" = ct2_int8 ]; then
+              python scripts/bench/ct2_translate.py translate --model "$dir/ct2_float" --source "$source" \
+                --output "$log.hyp" --beam 4 --lenpen 0.6 --batch-size "$batch" --threads "$threads" \
+                --min-len "$fixed" --max-len "$fixed" > "$log" 2>&1
+            else
+              OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads fairseq-generate "$data" --user-dir fq_plugin \
+                --path "$dir/${entry#*:}" --gen-subset test --beam 4 --lenpen 0.6 --batch-size "$batch" \
+                --required-batch-size-multiple 1 --min-len "$fixed" --max-len-a 0 --max-len-b "$fixed" --cpu \
+                > "$log.out" 2> "$log"
+            fi
+            runs[$name]+="$(tokens_per_s "$log");"
+          done
         done
+        local float_tps=""
+        for entry in "${models[@]}"; do
+          local name=${entry%%:*}
+          read -r sps tps < <(median_run "${runs[$name]}")
+          [ -n "$float_tps" ] || float_tps=$tps
+          echo "| $threads | $batch | $count | $name | $sps | $tps | $(echo "scale=2; $tps / $float_tps" | bc) |"
+        done
+        unset runs
       done
-      local float_tps=""
-      for entry in "${models[@]}"; do
-        local name=${entry%%:*}
-        read -r sps tps < <(median_run "${runs[$name]}")
-        [ -n "$float_tps" ] || float_tps=$tps
-        echo "| $threads | $name | $sps | $tps | $(echo "scale=2; $tps / $float_tps" | bc) |"
-      done
-      unset runs
     done
   } | tee "$WORK/base_speed.md"
 }

@@ -1,11 +1,13 @@
 """Where beam-search decoding spends its time: the shares of the model's decoder and encoder calls and of fairseq's
 search around them (timed without the profiler), then the torch profiler over fairseq's SequenceGenerator on the
-same test batches of a checkpoint (float, QAT or packed), ops sorted by self CPU time.
+same test batches of a checkpoint (float, QAT or packed), ops sorted by self CPU time; with ``--per-module``, the
+wall time of each module class instead (its own time, without its children's; the hooks add a few us per call).
 
     python scripts/bench/profile_generate.py CHECKPOINT DATA_BIN [--batches 2] [--batch-size 64] [--threads 1]
-                                             [--fixed-length L]
+                                             [--fixed-length L] [--per-module]
 """
 import argparse
+import collections
 import time
 
 import torch
@@ -26,6 +28,7 @@ def main():
     parser.add_argument("--rows", type=int, default=25, help="ops listed")
     parser.add_argument("--fixed-length", type=int, default=None,
                         help="every hypothesis exactly this many tokens (untrained models, speed only)")
+    parser.add_argument("--per-module", action="store_true", help="time module classes instead of torch ops")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     models, _, task = checkpoint_utils.load_model_ensemble_and_task([args.checkpoint],
@@ -51,12 +54,48 @@ def main():
         search = total - sum(spent.values())
         print(f"{args.batches} batches in {total:.2f}s: decoder {spent['forward_decoder'] / total:.0%}, encoder "
               f"{spent['forward_encoder'] / total:.0%}, beam search and the rest of fairseq {search / total:.0%}")
+        if args.per_module:
+            _time_module_classes(models[0], generator, batches[1:], args.rows)
+            return
         start = time.perf_counter()
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             for batch in batches[1:]:
                 generator.generate(models, batch)
     print(f"{args.batches} batches in {time.perf_counter() - start:.2f}s (profiled)")
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.rows))
+
+
+def _time_module_classes(model, generator, batches, rows):
+    """Own wall time (children excluded) and calls of each module class over ``batches``, per decoder step."""
+    spent, calls, stack = collections.defaultdict(float), collections.Counter(), []
+
+    def enter(module, inputs):
+        stack.append([time.perf_counter(), 0.0])
+
+    def leave(module, inputs, output):
+        start, children = stack.pop()
+        elapsed = time.perf_counter() - start
+        spent[type(module).__name__] += elapsed - children
+        calls[type(module).__name__] += 1
+        if stack:
+            stack[-1][1] += elapsed
+
+    handles = [h for m in model.modules() for h in (m.register_forward_pre_hook(enter), m.register_forward_hook(leave))]
+    steps = [0]
+    # fairseq calls decoder.forward directly (no hooks); its first layer runs once per decoder step
+    handles.append(model.decoder.layers[0].register_forward_pre_hook(
+        lambda module, inputs: steps.__setitem__(0, steps[0] + 1)))
+    start = time.perf_counter()
+    for batch in batches:
+        generator.generate([model], batch)
+    total = time.perf_counter() - start
+    for handle in handles:
+        handle.remove()
+    n = max(steps[0], 1)
+    print(f"{n} decoder steps in {total:.2f}s with hooks ({total / n * 1e3:.1f} ms per step); own time per class:")
+    for name, seconds in sorted(spent.items(), key=lambda kv: -kv[1])[:rows]:
+        print(f"  {name:40s} {seconds / n * 1e3:7.2f} ms/step  {calls[name] / n:6.1f} calls/step  "
+              f"{seconds / calls[name] * 1e6:8.1f} us/call")
 
 
 def _timed(method, spent, name):

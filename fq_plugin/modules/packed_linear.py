@@ -221,9 +221,12 @@ class PackedBinaryLinear(_PackedLayer):
 
     def _shared_plane_scale(self):
         """The per-row scale of all planes if they share it (binary, ternary; cached), else None (split binary)."""
+        if self.planes == 1:
+            return self.weight_scale
+
         def build():
-            scales = self.weight_scale.view(self.planes, self.out_features)
-            return scales[0].clone() if all(torch.equal(scales[0], s) for s in scales[1:]) else None
+            first, second = self.weight_scale.view(2, self.out_features)
+            return first.clone() if torch.equal(first, second) else None
         return self.inference_cached("shared_scale", (self.weight_scale,), build)
 
     def _binary_linear(self, rows):

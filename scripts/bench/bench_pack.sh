@@ -117,6 +117,45 @@ median_run() {  # "sps tps;sps tps;...": the run with the median tokens/s
 }
 tokens_per_s() { grep -o '[0-9.]* sentences/s, [0-9.]* tokens/s' "$1" | tail -1 | awk '{print $1, $3}'; }
 
+speed_grid() {  # speed_grid ROOT OUT: the speed table of the caller's models (name:path under ROOT; ct2_int8:DIR is
+  # CTranslate2) for every SPEED_THREADS x BATCHES cell. Reads the caller's locals: models, data/source/count (the
+  # test set of batch > 1), data1/source1/count1 (batch 1), gen_len/ct2_len (extra length options). Each cell runs
+  # every model ROUNDS times round-robin, so that a change of machine load hits every model alike; median round.
+  local root=$1 out=$2
+  mkdir -p "$out"
+  echo "| threads | batch | sentences | model | sentences/s | tokens/s | × float fairseq |"
+  echo "|---|---|---|---|---|---|---|"
+  for threads in $SPEED_THREADS; do
+    for batch in $BATCHES; do
+      local d=$data src=$source n=$count float_tps=""
+      if [ "$batch" = 1 ]; then d=$data1 src=$source1 n=$count1; fi
+      local -A runs=()
+      for round in $(seq "$ROUNDS"); do
+        for entry in "${models[@]}"; do
+          local name=${entry%%:*} log=$out/${entry%%:*}.t$threads.b$batch.r$round.log
+          if [ "$name" = ct2_int8 ]; then
+            python scripts/bench/ct2_translate.py translate --model "$root/${entry#*:}" --source "$src" \
+              --output "$log.hyp" --beam 4 --lenpen 0.6 --batch-size "$batch" --threads "$threads" \
+              "${ct2_len[@]}" > "$log" 2>&1
+          else
+            OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads fairseq-generate "$d" --user-dir fq_plugin \
+              --path "$root/${entry#*:}" --gen-subset test --beam 4 --lenpen 0.6 --batch-size "$batch" \
+              --required-batch-size-multiple 1 "${gen_len[@]}" --cpu > "$log.out" 2> "$log"
+          fi
+          runs[$name]+="$(tokens_per_s "$log");"
+        done
+      done
+      for entry in "${models[@]}"; do
+        local name=${entry%%:*}
+        read -r sps tps < <(median_run "${runs[$name]}")
+        [ -n "$float_tps" ] || float_tps=$tps
+        echo "| $threads | $batch | $n | $name | $sps | $tps | $(echo "scale=2; $tps / $float_tps" | bc) |"
+      done
+      unset runs
+    done
+  done
+}
+
 step_speed() {
   # batch-1 runs translate the first $HEAD test sentences (a test set of their own); batch 64 the whole set
   local head=$WORK/head
@@ -128,40 +167,10 @@ step_speed() {
   fi
   python scripts/bench/ct2_translate.py convert --checkpoint "$WORK/float/checkpoint_last.pt" \
     --data-bin "$DATA/data-bin" --output-dir "$WORK/ct2_float"
-  local out=$WORK/speed
-  mkdir -p "$out"
-  {
-    echo "| threads | batch | sentences | model | sentences/s | tokens/s | × float fairseq |"
-    echo "|---|---|---|---|---|---|---|"
-    for threads in $SPEED_THREADS; do
-      for batch in $BATCHES; do
-        local data=$DATA/data-bin source=$DATA/bpe/test.en count=1000 float_tps=""
-        if [ "$batch" = 1 ]; then data=$head/data-bin source=$head/test.en count=$HEAD; fi
-        local -A runs=()
-        for round in $(seq "$ROUNDS"); do  # round-robin, so that a change of machine load hits every model alike
-          for entry in "${CHECKPOINTS[@]}" ct2_int8:ct2_float; do
-            local name=${entry%%:*} log=$out/${entry%%:*}.t$threads.b$batch.r$round.log
-            if [ "$name" = ct2_int8 ]; then
-              python scripts/bench/ct2_translate.py translate --model "$WORK/ct2_float" --source "$source" \
-                --output "$out/ct2.t$threads.b$batch.hyp" --beam 4 --lenpen 0.6 --batch-size "$batch" \
-                --threads "$threads" > "$log" 2>&1
-            else
-              OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads fairseq-generate "$data" --user-dir fq_plugin \
-                --path "$WORK/${entry#*:}" --gen-subset test --beam 4 --lenpen 0.6 --batch-size "$batch" \
-                --required-batch-size-multiple 1 --cpu > "$log.out" 2> "$log"
-            fi
-            runs[$name]+="$(tokens_per_s "$log");"
-          done
-        done
-        for entry in "${CHECKPOINTS[@]}" ct2_int8:ct2_float; do
-          local name=${entry%%:*}
-          read -r sps tps < <(median_run "${runs[$name]}")
-          [ -n "$float_tps" ] || float_tps=$tps
-          echo "| $threads | $batch | $count | $name | $sps | $tps | $(echo "scale=2; $tps / $float_tps" | bc) |"
-        done
-      done
-    done
-  } | tee "$WORK/speed.md"
+  local models=("${CHECKPOINTS[@]}" ct2_int8:ct2_float) gen_len=() ct2_len=()
+  local data=$DATA/data-bin source=$DATA/bpe/test.en count=1000
+  local data1=$head/data-bin source1=$head/test.en count1=$HEAD
+  speed_grid "$WORK" "$WORK/speed" | tee "$WORK/speed.md"
 }
 
 step_base_speed() {
@@ -169,9 +178,8 @@ step_base_speed() {
   # one-update models of step_sizes: their translations are meaningless, so every hypothesis is forced to exactly
   # $FIXED_LEN tokens (--min-len = --max-len-b) and all models do the same work. 128 sentences of 20 random words
   # at batch 64; the first $BASE_HEAD of them at batch 1.
-  local dir=$WORK/sizes out=$WORK/base_speed
+  local dir=$WORK/sizes
   local fixed=${FIXED_LEN:-30} base_head=${BASE_HEAD:-16}
-  mkdir -p "$out"
   if [ ! -s "$dir/bin/test.en-de.en.bin" ]; then
     python - "$dir/raw" <<'EOF2'
 import random, sys
@@ -196,41 +204,10 @@ EOF2
     --output-dir "$dir/ct2_float"
   local models=(float:float/model.pt int8_packed:int8_deploy/packed.pt bitnet_packed:bitnet_emb8/packed.pt
                 ternary_packed:ternary_emb8/packed.pt ct2_int8:ct2_float)
-  {
-    echo "| threads | batch | sentences | model | sentences/s | tokens/s | × float fairseq |"
-    echo "|---|---|---|---|---|---|---|"
-    for threads in $SPEED_THREADS; do
-      for batch in $BATCHES; do
-        local data=$dir/bin source=$dir/raw/test.en count=128
-        if [ "$batch" = 1 ]; then data=$dir/head/bin source=$dir/head/test.en count=$base_head; fi
-        local -A runs=()
-        for round in $(seq "$ROUNDS"); do
-          for entry in "${models[@]}"; do
-            local name=${entry%%:*} log=$out/${entry%%:*}.t$threads.b$batch.r$round.log
-            if [ "$name" = ct2_int8 ]; then
-              python scripts/bench/ct2_translate.py translate --model "$dir/ct2_float" --source "$source" \
-                --output "$log.hyp" --beam 4 --lenpen 0.6 --batch-size "$batch" --threads "$threads" \
-                --min-len "$fixed" --max-len "$fixed" > "$log" 2>&1
-            else
-              OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads fairseq-generate "$data" --user-dir fq_plugin \
-                --path "$dir/${entry#*:}" --gen-subset test --beam 4 --lenpen 0.6 --batch-size "$batch" \
-                --required-batch-size-multiple 1 --min-len "$fixed" --max-len-a 0 --max-len-b "$fixed" --cpu \
-                > "$log.out" 2> "$log"
-            fi
-            runs[$name]+="$(tokens_per_s "$log");"
-          done
-        done
-        local float_tps=""
-        for entry in "${models[@]}"; do
-          local name=${entry%%:*}
-          read -r sps tps < <(median_run "${runs[$name]}")
-          [ -n "$float_tps" ] || float_tps=$tps
-          echo "| $threads | $batch | $count | $name | $sps | $tps | $(echo "scale=2; $tps / $float_tps" | bc) |"
-        done
-        unset runs
-      done
-    done
-  } | tee "$WORK/base_speed.md"
+  local gen_len=(--min-len "$fixed" --max-len-a 0 --max-len-b "$fixed") ct2_len=(--min-len "$fixed" --max-len "$fixed")
+  local data=$dir/bin source=$dir/raw/test.en count=128
+  local data1=$dir/head/bin source1=$dir/head/test.en count1=$base_head
+  speed_grid "$dir" "$WORK/base_speed" | tee "$WORK/base_speed.md"
 }
 
 STEPS=("$@")

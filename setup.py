@@ -31,8 +31,9 @@ def extension_setup():
         return [], {}
     x86 = platform.machine().lower() in ("x86_64", "amd64")
     linux = sys.platform.startswith("linux")
-    # -g0: no debug info (Python's CFLAGS carry -g; it triples the compile time); at::parallel_for is OpenMP in headers
-    cxx = ["-O3", "-g0"] + (["-fopenmp"] if linux else [])
+    # -g0: no debug info (Python's CFLAGS carry -g; it triples the compile time); at::parallel_for is OpenMP in headers;
+    # -ffp-contract=off: a * b + c rounds twice, as ATen's separate ops do (the kernels write their FMAs explicitly)
+    cxx = ["-O3", "-g0", "-ffp-contract=off"] + (["-fopenmp"] if linux else [])
     macros = [("FQ_HAVE_X86_KERNELS", None)] if x86 else []
     sources = ["cuda/fq_ops.cpp", "cuda/cpu_kernels_portable.cpp"]
     with_cuda = (torch.version.cuda is not None and CUDA_HOME is not None

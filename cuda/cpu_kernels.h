@@ -5,6 +5,7 @@
 // must never be emitted as a shared inline symbol (ATen, std::) that the linker could pick for generic code.
 // Everything in the .cpp files lives in an anonymous namespace except the table getter.
 #pragma once
+#include <math.h>
 #include <cstdint>
 
 namespace fq_cpu {
@@ -71,6 +72,13 @@ const Kernels& avx512_kernels();
 
 // Shared scalar pieces (internal linkage in every translation unit that includes this header).
 namespace {
+
+// One value of fq_plugin.quant.fake_quantize_with_scale: fma(clamp(round((v - lo) / s), 0, levels), s, lo).
+inline float fake_quantize_value(float v, float lo, float s, float levels) {
+  float q = nearbyintf((v - lo) / s);
+  q = q < 0.f ? 0.f : (q > levels ? levels : q);
+  return fmaf(q, s, lo);
+}
 
 inline float int8_epilogue(const Int8Epilogue& ep, int64_t m, int64_t n, int32_t a) {
   const float sx = ep.sx[m * ep.sx_stride], zx = ep.zx[m * ep.zx_stride];

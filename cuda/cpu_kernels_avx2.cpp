@@ -146,11 +146,9 @@ bool fake_quantize(const float* x, int64_t C, int64_t r0, int64_t r1, const floa
       _mm256_storeu_ps(o + c, _mm256_fmadd_ps(q, vs, vl));
     }
     for (; c < C; ++c) {
-      const float l = lo[c * cs], s = scale[c * cs], v = xr[c];
+      const float v = xr[c];
       if (v != v) nan = true;
-      float q = nearbyintf((v - l) / s);
-      q = q < 0.f ? 0.f : (q > levels ? levels : q);
-      o[c] = fmaf(q, s, l);
+      o[c] = fake_quantize_value(v, lo[c * cs], scale[c * cs], levels);
     }
   }
   return nan || _mm256_movemask_ps(nan_seen) != 0;

@@ -52,11 +52,9 @@ bool fake_quantize(const float* x, int64_t C, int64_t r0, int64_t r1, const floa
   bool nan = false;
   for (int64_t r = r0; r < r1; ++r)
     for (int64_t c = 0; c < C; ++c) {
-      const float l = lo[c * cs], s = scale[c * cs], v = x[r * C + c];
+      const float v = x[r * C + c];
       if (v != v) nan = true;
-      float q = nearbyintf((v - l) / s);
-      q = q < 0.f ? 0.f : (q > levels ? levels : q);
-      out[r * C + c] = fmaf(q, s, l);
+      out[r * C + c] = fake_quantize_value(v, lo[c * cs], scale[c * cs], levels);
     }
   return nan;
 }

@@ -193,6 +193,157 @@ at::Tensor fake_quantize_affine_cpu(const at::Tensor& x_in, const at::Tensor& x_
   return out;
 }
 
+// ------------------------------------------------------------------------------------ softmax and LayerNorm parts
+// Inference forms of fq_plugin.quant.parts in one call instead of ~35 and ~10 ATen ops and quantizer calls, each
+// quantized part on a frozen grid [2, n] (row 0: x_min, row 1: step size; one pair per bucket or one for all).
+// Bit-identical to the ATen reference: the elementwise steps are single IEEE operations in the same order, and the
+// exponential, square root, row sums and means are ATen's own ops on tensors of the reference's shapes (their
+// vectorized rounding differs from a hand-written loop's), so QAT checkpoints translate as they did with the ATen ops.
+
+struct Grid {
+  const float* lo = nullptr;  // null: the part is not quantized
+  const float* step = nullptr;
+  int64_t stride = 0;
+  float levels = 0.f;
+
+  // v fake-quantized in bucket i (v itself without a grid); a NaN input sets nan.
+  float operator()(float v, int64_t i, bool& nan) const {
+    if (!lo) return v;
+    if (v != v) nan = true;
+    return fq_cpu::fake_quantize_value(v, lo[i * stride], step[i * stride], levels);
+  }
+};
+
+// keep holds the contiguous copy the pointers read.
+Grid make_grid(const c10::optional<at::Tensor>& g, const char* name, int64_t buckets, int64_t bits, at::Tensor& keep) {
+  Grid grid;
+  if (!g.has_value()) return grid;
+  check_tensor(*g, name, at::kFloat, 2);
+  TORCH_CHECK_VALUE(g->size(0) == 2 && (g->size(1) == buckets || g->size(1) == 1), name, " must have shape [2, ",
+                    buckets, "] or [2, 1], got ", g->sizes());
+  keep = g->contiguous();
+  grid.lo = keep.data_ptr<float>();
+  grid.step = grid.lo + keep.size(1);
+  grid.stride = keep.size(1) == 1 ? 0 : 1;
+  grid.levels = static_cast<float>((int64_t(1) << bits) - 1);
+  return grid;
+}
+
+void check_bits(int64_t bits) {
+  TORCH_CHECK_VALUE(bits >= 2 && bits <= 8, "quantization bit width must be an integer in [2, 8], got ", bits);
+}
+
+at::Tensor quantized_softmax_cpu(const at::Tensor& scores_in, const at::Tensor& mask_in,
+                                 const c10::optional<at::Tensor>& num_grid, const c10::optional<at::Tensor>& den_grid,
+                                 const c10::optional<at::Tensor>& out_grid, int64_t bits) {
+  check_tensor(scores_in, "scores", at::kFloat, 4);
+  TORCH_CHECK_TYPE(mask_in.scalar_type() == at::kBool, "mask must be torch.bool, got ", mask_in.scalar_type());
+  TORCH_CHECK_VALUE(mask_in.device().is_cpu(), "mask must be on the CPU like the other arguments");
+  check_bits(bits);
+  const int64_t B = scores_in.size(0), H = scores_in.size(1), T = scores_in.size(2), S = scores_in.size(3);
+  TORCH_CHECK_VALUE(mask_in.dim() <= 4 && at::infer_size(mask_in.sizes(), scores_in.sizes()) == scores_in.sizes(),
+                    "mask of shape ", mask_in.sizes(), " does not broadcast to scores of shape ", scores_in.sizes());
+  TORCH_CHECK_VALUE(S > 0, "scores must have at least one key");
+  const at::Tensor scores = scores_in.contiguous(), mask = mask_in.expand({B, H, T, S});
+  at::Tensor keep[3];
+  const Grid num = make_grid(num_grid, "num_grid", H, bits, keep[0]);
+  const Grid den = make_grid(den_grid, "den_grid", H, bits, keep[1]);
+  const Grid out_q = make_grid(out_grid, "out_grid", H, bits, keep[2]);
+  at::Tensor out = new_buffer({B, H, T, S}, at::kFloat);
+  const float* sp = scores.data_ptr<float>();
+  const bool* mp = mask.data_ptr<bool>();
+  float* op = out.data_ptr<float>();
+  const int64_t rows = B * H * T, mb = mask.stride(0), mh = mask.stride(1), mt = mask.stride(2), ms = mask.stride(3);
+  auto row_mask = [&](int64_t r) { return mp + r / (H * T) * mb + r / T % H * mh + r % T * mt; };
+  // out = scores - row max (masked keys -inf, a row max that is not finite taken as 0), then exp and row sums.
+  at::parallel_for(0, rows, grain_for(2 * S), [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const float* s = sp + r * S;
+      const bool* m = row_mask(r);
+      float row_max = -INFINITY;
+      for (int64_t j = 0; j < S; ++j)
+        if (!m[j * ms] && !(s[j] <= row_max)) row_max = s[j];  // NaN wins, as in amax
+      if (!std::isfinite(row_max)) row_max = 0.f;
+      for (int64_t j = 0; j < S; ++j) op[r * S + j] = m[j * ms] ? -INFINITY : s[j] - row_max;
+    }
+  });
+  out.exp_();
+  const at::Tensor sums = out.sum(-1);
+  const float* sum = sums.data_ptr<float>();
+  std::atomic<bool> nan{false};
+  at::parallel_for(0, rows, grain_for(4 * S), [&](int64_t r0, int64_t r1) {
+    bool seen = false;
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t h = r / T % H;
+      const bool* m = row_mask(r);
+      float* o = op + r * S;
+      float d = den(sum[r], h, seen);
+      if (!(d > 0.f)) d = 1.f;  // every key masked: all-zero probabilities instead of 0/0
+      for (int64_t j = 0; j < S; ++j) {
+        const float n = num(o[j], h, seen);
+        o[j] = m[j * ms] ? 0.f : out_q(n / d, h, seen);
+      }
+    }
+    if (seen) nan = true;
+  });
+  TORCH_CHECK_VALUE(!nan.load(), "scores contain NaN; quantization of NaN is undefined");
+  return out;
+}
+
+at::Tensor quantized_layer_norm_cpu(const at::Tensor& x_in, const at::Tensor& weight, const at::Tensor& bias,
+                                    double eps, const c10::optional<at::Tensor>& num_grid,
+                                    const c10::optional<at::Tensor>& den_grid,
+                                    const c10::optional<at::Tensor>& quot_grid,
+                                    const c10::optional<at::Tensor>& out_grid, int64_t bits) {
+  TORCH_CHECK_TYPE(x_in.scalar_type() == at::kFloat, "x must be torch.float32, got ", x_in.scalar_type());
+  TORCH_CHECK_VALUE(x_in.dim() >= 1 && x_in.device().is_cpu(), "x must be a CPU tensor with at least one dimension");
+  check_bits(bits);
+  const int64_t C = x_in.size(-1), M = C ? x_in.numel() / C : 0;
+  check_vector(weight, "weight", at::kFloat, C, false);
+  check_vector(bias, "bias", at::kFloat, C, false);
+  at::Tensor keep[6];
+  const Grid num = make_grid(num_grid, "num_grid", C, bits, keep[0]);
+  const Grid den = make_grid(den_grid, "den_grid", 1, bits, keep[1]);
+  const Grid quot = make_grid(quot_grid, "quot_grid", C, bits, keep[2]);
+  const Grid out_q = make_grid(out_grid, "out_grid", C, bits, keep[3]);
+  const at::Tensor x = x_in.contiguous();
+  keep[4] = weight.contiguous();
+  keep[5] = bias.contiguous();
+  at::Tensor out = new_buffer(x.sizes(), at::kFloat);
+  if (M == 0) return out;
+  const float *w = keep[4].data_ptr<float>(), *bp = keep[5].data_ptr<float>();
+  float* op = out.data_ptr<float>();
+  // out = x - mean (the numerator); squares for the variance.
+  const at::Tensor means = x.mean(-1);
+  at::Tensor squares = at::empty_like(x);
+  const float *xp = x.data_ptr<float>(), *mean = means.data_ptr<float>();
+  float* sq = squares.data_ptr<float>();
+  at::parallel_for(0, M, grain_for(2 * C), [&](int64_t r0, int64_t r1) {
+    for (int64_t i = r0 * C; i < r1 * C; ++i) {
+      op[i] = xp[i] - mean[i / C];
+      sq[i] = op[i] * op[i];
+    }
+  });
+  const at::Tensor dens = at::sqrt(squares.mean(-1) + eps);  // ATen's sqrt: not always correctly rounded
+  const float* den_value = dens.data_ptr<float>();
+  std::atomic<bool> nan{false};
+  at::parallel_for(0, M, grain_for(8 * C), [&](int64_t r0, int64_t r1) {
+    bool seen = false;
+    for (int64_t r = r0; r < r1; ++r) {
+      float* o = op + r * C;
+      const float d = den(den_value[r], 0, seen);
+      for (int64_t c = 0; c < C; ++c) {
+        const float y = quot(num(o[c], c, seen) / d, c, seen) * w[c];  // two roundings, as ATen's mul then add
+        o[c] = out_q(y + bp[c], c, seen);
+      }
+    }
+    if (seen) nan = true;
+  });
+  TORCH_CHECK_VALUE(!nan.load(), "x contains NaN (or Inf, which makes its centred values NaN); quantization of NaN "
+                    "is undefined");
+  return out;
+}
+
 std::tuple<at::Tensor, at::Tensor> quantize_absmax_i8_cpu(const at::Tensor& x_in) {
   check_tensor(x_in, "x", at::kFloat, 2);
   const int64_t M = x_in.size(0), K = x_in.size(1);
@@ -403,6 +554,10 @@ TORCH_LIBRARY(fq_plugin, m) {
         "int planes=1) -> Tensor");
   m.def("binary_linear_w1a1(Tensor x_bits, Tensor x_scale, Tensor w_bits, Tensor w_scale, Tensor? bias, int K, "
         "bool unsigned_act=False) -> Tensor");
+  m.def("quantized_softmax(Tensor scores, Tensor mask, Tensor? num_grid, Tensor? den_grid, Tensor? out_grid, "
+        "int bits=8) -> Tensor");
+  m.def("quantized_layer_norm(Tensor x, Tensor weight, Tensor bias, float eps, Tensor? num_grid, Tensor? den_grid, "
+        "Tensor? quot_grid, Tensor? out_grid, int bits=8) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(fq_plugin, CPU, m) {
@@ -414,6 +569,8 @@ TORCH_LIBRARY_IMPL(fq_plugin, CPU, m) {
   m.impl("pack_signs", &pack_signs_cpu);
   m.impl("binary_linear_w1a8", &binary_linear_w1a8_cpu);
   m.impl("binary_linear_w1a1", &binary_linear_w1a1_cpu);
+  m.impl("quantized_softmax", &quantized_softmax_cpu);
+  m.impl("quantized_layer_norm", &quantized_layer_norm_cpu);
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {

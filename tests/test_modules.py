@@ -110,6 +110,45 @@ def test_layer_norm_denominator_gradient_passes_when_clamped():
     assert x.grad.abs().sum() > 0
 
 
+def _run_profiled(op, fn):
+    """``fn()`` and whether the op ``fq_plugin::<op>`` ran in it."""
+    with torch.profiler.profile() as prof:
+        out = fn()
+    return out, any(e.name == f"fq_plugin::{op}" for e in prof.events())
+
+
+def test_inference_runs_one_fused_softmax_bit_identical_to_the_training_formula():
+    _, quant = _attention_pair(self_attention=True)
+    x = torch.randn(6, 2, 16)
+    future = torch.triu(torch.full((6, 6), float("-inf")), 1)
+    _calibrate(quant, x, x, x, attn_mask=future)
+    out_parts, w_parts = quant(x, x, x, attn_mask=future, need_head_weights=True)  # gradient on: ATen parts
+    with torch.no_grad():
+        (out, w), fused = _run_profiled("quantized_softmax",
+                                        lambda: quant(x, x, x, attn_mask=future, need_head_weights=True))
+        assert fused
+        assert torch.equal(w, w_parts) and torch.equal(out, out_parts)
+        state = {}
+        steps = [quant(x[t:t + 1], x[t:t + 1], x[t:t + 1], incremental_state=state)[0] for t in range(6)]
+        torch.testing.assert_close(torch.cat(steps), out, atol=1e-5, rtol=1e-5)
+
+
+def test_inference_runs_one_fused_layer_norm_bit_identical_to_the_training_formula():
+    ln = QuantLayerNorm(32, QuantSpec(), "ffn_ln_out")
+    x = torch.randn(5, 3, 32) * 4 + 1
+    _set(ln, True).train()
+    ln(x)
+    ln.eval()
+    parts = ln(x)
+    with torch.no_grad():
+        y, fused = _run_profiled("quantized_layer_norm", lambda: ln(x))
+    assert fused
+    assert torch.equal(y, parts)
+    x[1, 2, 3] = float("nan")
+    with torch.no_grad(), pytest.raises(FloatingPointError, match="NaN"):
+        ln(x)
+
+
 def test_unknown_points_and_bits_fail_fast():
     with pytest.raises(ValueError, match="unknown quantization point"):
         parse_points("qkv,softmax")

@@ -342,6 +342,113 @@ def test_ternary_pack_round_trip():
 
 # ------------------------------------------------------------------------------------------------ bad input
 
+# ---------------------------------------------------------------------------------------------------------
+# softmax and LayerNorm from quantized parts (inference ops)
+
+@pytest.fixture(params=["reference", "extension"])
+def parts_path(request):
+    """These ops have one C++ implementation (no ISA variants): the reference op or the extension."""
+    if request.param == "extension" and not ops.extension_available():
+        pytest.skip(f"C++ extension not loaded: {ops.backend_info()['cause']}")
+    return request.param
+
+
+def grid(n, lo, hi, bits=8):
+    """A frozen grid [2, n] as ActivationQuantizer.inference_grid builds it; bucket 0 gets a zero range."""
+    lo = torch.full((n,), float(lo)) - torch.rand(n) * 0.1
+    hi = torch.full((n,), float(hi)) + torch.rand(n) * 0.1
+    hi[0] = lo[0]
+    return torch.stack([lo, torch.where(hi > lo, (hi - lo) / (2**bits - 1), torch.ones_like(hi))])
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 1, 1), (4, 4, 1, 7), (3, 8, 5, 5), (2, 4, 6, 33), (64, 8, 1, 40),
+                                   (8, 8, 30, 31), (0, 4, 1, 5)])
+@pytest.mark.parametrize("grids", ["per_head", "single", "some", "none"])
+@pytest.mark.parametrize("bits", [8, 4])
+def test_quantized_softmax_is_bit_identical_to_reference(parts_path, shape, grids, bits):
+    b, h, t, s = shape
+    scores = torch.randn(shape) * 4
+    mask = torch.rand(b, 1, t, s) < 0.3
+    if b and t and s:
+        mask[0, :, 0] = True  # a query whose every key is masked
+        if grids in ("per_head", "single"):
+            scores[-1, -1, -1, -1] = float("inf")  # saturates the quantized parts (float ones would give inf/inf)
+    n = h if grids == "per_head" else 1
+    num, den, out = grid(n, 0, 1, bits), grid(n, 0.5, max(s, 1), bits), grid(n, 0, 1, bits)
+    if grids == "some":
+        num, out = None, None
+    elif grids == "none":
+        num = den = out = None
+    probs = run(parts_path, ops.quantized_softmax, scores, mask, num, den, out, bits)
+    expected = ref.quantized_softmax(scores, mask, num, den, out, bits)
+    assert probs.shape == scores.shape and not torch.isnan(probs).any()
+    assert torch.equal(probs[mask.expand_as(probs)], torch.zeros(int(mask.expand_as(probs).sum())))
+    assert torch.equal(probs, expected)
+    if grids == "none" and probs.numel():  # rows with a real key and no infinite score: plain softmax
+        plain = torch.softmax(scores.masked_fill(mask, float("-inf")), -1)
+        rows = (~mask.all(-1, keepdim=True) & ~torch.isinf(scores).any(-1, keepdim=True)).expand_as(probs)
+        assert torch.allclose(probs[rows], plain[rows], atol=1e-6)
+
+
+def test_quantized_softmax_nan_and_bad_arguments(parts_path):
+    scores, mask = torch.randn(2, 4, 3, 5), torch.zeros(2, 1, 1, 5, dtype=torch.bool)
+    mask[1, 0, 0, 2] = True
+    scores[1, 0, 0, 2] = float("nan")  # masked: ignored, as fairseq's masking replaces it
+    run(parts_path, ops.quantized_softmax, scores, mask, grid(4, 0, 1), None, None, 8)
+    scores[0, 3, 2, 4] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        run(parts_path, ops.quantized_softmax, scores, mask, grid(4, 0, 1), None, None, 8)
+    good = (torch.randn(2, 4, 3, 5), mask, grid(4, 0, 1), None, None, 8)
+    for index, value, exc, match in [(1, mask.int(), TypeError, "bool"),
+                                     (1, torch.zeros(3, 1, 1, 5, dtype=torch.bool), ValueError, "broadcast"),
+                                     (2, grid(3, 0, 1), ValueError, r"\[2, 4\] or \[2, 1\]"),
+                                     (4, torch.zeros(4), ValueError, "2-D"), (5, 9, ValueError, "bit width"),
+                                     (0, torch.randn(2, 4, 5), ValueError, "4-D")]:
+        args = list(good)
+        args[index] = value
+        with pytest.raises(exc, match=match):
+            ops.quantized_softmax(*args)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (5, 7, 130), (3, 512), (4, 1, 128), (30, 64, 512), (0, 4), (2, 3, 1)])
+@pytest.mark.parametrize("grids", ["per_feature", "single", "some", "none"])
+@pytest.mark.parametrize("bits", [8, 4])
+def test_quantized_layer_norm_is_bit_identical_to_reference(parts_path, shape, grids, bits):
+    c = shape[-1]
+    x = torch.randn(shape) * 3 + 1
+    weight, bias = torch.randn(c), torch.randn(c)
+    n = c if grids == "per_feature" else 1
+    num, den, quot, out = grid(n, -6, 6, bits), grid(1, 0.5, 4, bits), grid(n, -3, 3, bits), grid(n, -5, 5, bits)
+    if grids == "some":
+        den, out = None, None
+    elif grids == "none":
+        num = den = quot = out = None
+    y = run(parts_path, ops.quantized_layer_norm, x, weight, bias, 1e-5, num, den, quot, out, bits)
+    assert y.shape == x.shape and not torch.isnan(y).any()
+    assert torch.equal(y, ref.quantized_layer_norm(x, weight, bias, 1e-5, num, den, quot, out, bits))
+    if grids == "none":
+        assert torch.allclose(y, torch.nn.functional.layer_norm(x, (c,), weight, bias, 1e-5), atol=1e-5)
+
+
+def test_quantized_layer_norm_nan_inf_and_bad_arguments(parts_path):
+    weight, bias, num = torch.ones(6), torch.zeros(6), grid(6, -3, 3)
+    for bad in (float("nan"), float("inf")):  # an Inf makes the centred row NaN
+        x = torch.randn(3, 6)
+        x[1, 2] = bad
+        with pytest.raises(ValueError, match="NaN"):
+            run(parts_path, ops.quantized_layer_norm, x, weight, bias, 1e-5, num, None, None, None, 8)
+    good = (torch.randn(3, 6), weight, bias, 1e-5, num, None, None, None, 8)
+    for index, value, exc, match in [(0, torch.randn(3, 6).double(), TypeError, "float32"),
+                                     (1, torch.ones(5), ValueError, r"weight must have shape \[6\]"),
+                                     (5, grid(6, 0, 1), ValueError, r"den_grid must have shape \[2, 1\]"),
+                                     (6, grid(3, 0, 1), ValueError, r"quot_grid must have shape \[2, 6\]"),
+                                     (8, 1, ValueError, "bit width")]:
+        args = list(good)
+        args[index] = value
+        with pytest.raises(exc, match=match):
+            ops.quantized_layer_norm(*args)
+
+
 def _good_int8(m=3, n=4, k=8):
     return list(affine_operands(m, n, k))
 
@@ -440,6 +547,12 @@ def test_opcheck():
     torch.library.opcheck(torch.ops.fq_plugin.fake_quantize_affine.default,
                           (torch.randn(2, 3, 7), torch.zeros(7), torch.full((7,), 0.1), 8),
                           test_utils=("test_schema", "test_faketensor"))
+    torch.library.opcheck(torch.ops.fq_plugin.quantized_softmax.default,
+                          (torch.randn(2, 4, 3, 5), torch.zeros(2, 1, 1, 5, dtype=torch.bool), grid(4, 0, 1), None,
+                           grid(1, 0, 1), 8), test_utils=("test_schema", "test_faketensor"))
+    torch.library.opcheck(torch.ops.fq_plugin.quantized_layer_norm.default,
+                          (torch.randn(2, 3, 7), torch.ones(7), torch.zeros(7), 1e-5, grid(7, -3, 3), grid(1, 0.5, 2),
+                           None, None, 8), test_utils=("test_schema", "test_faketensor"))
 
 
 _SUBPROCESS = """

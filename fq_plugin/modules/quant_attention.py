@@ -1,14 +1,17 @@
 """fairseq's MultiheadAttention with Q/K/V, softmax numerator/denominator/output and attention output
 fake-quantized (seed 003 §3.2). Projections are ``QuantLinear``; state-dict keys and the incremental
 decoding cache are fairseq's own, so float checkpoints load and beam search works unchanged."""
+from functools import partial
 from typing import Dict, Optional
 
 import torch
 from fairseq.modules import MultiheadAttention
 from torch import Tensor
 
+from .. import ops  # noqa: F401  (defines the torch.ops.fq_plugin ops without the extension)
 from ..quant import valid_positions
-from .quant_config import apply_quantizer
+from ..quant.parts import softmax_from_parts
+from .quant_config import apply_quantizer, fused_grids, run_fused
 
 
 class QuantMultiheadAttention(MultiheadAttention):
@@ -39,6 +42,20 @@ class QuantMultiheadAttention(MultiheadAttention):
 
     def set_beam_size(self, beam_size):
         """Keep one key/value copy per hypothesis: the cache layout stays that of plain attention."""
+
+    def _softmax(self, scores, masked, query_valid):
+        """Attention probabilities from the quantized numerator, denominator and output (seed 003 §3.2)."""
+        parts = (self.softmax_num_quantizer, self.softmax_den_quantizer, self.softmax_out_quantizer)
+        fused = None if self.training or torch.is_grad_enabled() else fused_grids(*parts)
+        if fused is not None:  # inference: one pass (QAT and packed models alike)
+            grids, bits = fused
+            return run_fused(torch.ops.fq_plugin.quantized_softmax, "softmax", scores, masked, *grids, bits)
+        attn_valid = ~masked
+        if query_valid is not None:
+            attn_valid = attn_valid & query_valid[..., 0].t().view(scores.shape[0], 1, scores.shape[2], 1)
+        valid = (attn_valid, attn_valid.any(-1, keepdim=True), attn_valid)
+        quantizers = [None if q is None else partial(apply_quantizer, q, valid=v) for q, v in zip(parts, valid)]
+        return softmax_from_parts(scores, masked, *quantizers)
 
     def forward(self, query: Tensor, key: Optional[Tensor], value: Optional[Tensor],
                 key_padding_mask: Optional[Tensor] = None,
@@ -86,7 +103,7 @@ class QuantMultiheadAttention(MultiheadAttention):
             self._set_input_buffer(incremental_state, saved_state)
         src_len = k.size(1)
 
-        scores = torch.bmm(q, k.transpose(1, 2)).view(bsz, heads, tgt_len, src_len)
+        scores = torch.bmm(q, k.transpose(1, 2)).view(bsz, heads, tgt_len, src_len).float()
         masked = torch.zeros(1, 1, 1, 1, dtype=torch.bool, device=scores.device)
         if attn_mask is not None:
             # fairseq masks with -inf (decoder) or -1e8 (encoder layers), or with a bool mask.
@@ -94,24 +111,7 @@ class QuantMultiheadAttention(MultiheadAttention):
             masked = masked | blocked.view(1, 1, tgt_len, src_len)
         if key_padding_mask is not None:
             masked = masked | key_padding_mask.bool().view(bsz, 1, 1, src_len)
-        scores = scores.float().masked_fill(masked, float("-inf"))
-        attn_valid = ~masked
-        if query_valid is not None:
-            attn_valid = attn_valid & query_valid[..., 0].t().view(bsz, 1, tgt_len, 1)
-
-        # Softmax with its parts exposed; the denominator uses the unquantized numerator (seed 003 §3.2).
-        row_max = scores.amax(dim=-1, keepdim=True)
-        row_max = torch.where(torch.isfinite(row_max), row_max, torch.zeros_like(row_max))
-        numerator = torch.exp(scores - row_max)
-        denominator = numerator.sum(dim=-1, keepdim=True)
-        # Masked keys stay exact zeros: quantization would lift them to x_min (seed 003 §3.4).
-        numerator = apply_quantizer(self.softmax_num_quantizer, numerator, attn_valid).masked_fill(masked, 0.0)
-        denominator = apply_quantizer(self.softmax_den_quantizer, denominator, attn_valid.any(-1, keepdim=True))
-        # A query whose every key is masked gets all-zero probabilities instead of 0/0.
-        denominator = torch.where(denominator > 0, denominator, torch.ones_like(denominator))
-        probs = apply_quantizer(self.softmax_out_quantizer, numerator / denominator, attn_valid)
-        probs = probs.masked_fill(masked, 0.0)
-        probs = probs.type_as(q)
+        probs = self._softmax(scores, masked, query_valid).type_as(q)
 
         attn = torch.bmm(self.dropout_module(probs.view(bsz * heads, tgt_len, src_len)), v)
         attn = attn.transpose(0, 1).contiguous().view(tgt_len, bsz, embed_dim)

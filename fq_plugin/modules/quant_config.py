@@ -109,3 +109,32 @@ def apply_quantizer(quantizer, x, valid=None):
     if isinstance(quantizer, WeightQuantizer):
         return quantizer(x)
     return quantizer(x, valid)
+
+
+def fused_grids(*quantizers):
+    """``(grids, bits)`` for a fused inference op of :mod:`fq_plugin.ops`: per quantizer its frozen ``[2, n]`` grid,
+    or None where the point passes values through (no quantizer, or one switched off); None when a quantizer cannot
+    be fused (not an affine one, a bucket without calibrated range, bit widths that differ)."""
+    grids, bits = [], set()
+    for q in quantizers:
+        if q is None or not q._enabled:
+            grids.append(None)
+            continue
+        grid = q.inference_grid() if type(q) is ActivationQuantizer else None
+        if grid is None:
+            return None
+        grids.append(grid)
+        bits.add(q.bits)
+    if len(bits) > 1:
+        return None
+    return grids, (bits.pop() if bits else 8)
+
+
+def run_fused(op, point, *args):
+    """``op(*args)``, with the op's NaN error raised as ``FloatingPointError`` like the quantizers raise it."""
+    try:
+        return op(*args)
+    except ValueError as e:
+        if "NaN" not in str(e):
+            raise
+        raise FloatingPointError(f"NaN reached the quantized {point}") from e

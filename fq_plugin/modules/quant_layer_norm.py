@@ -1,15 +1,20 @@
 """LayerNorm with its numerator, denominator, quotient, gamma and output quantized (seed 003 §3.2)."""
+from functools import partial
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import ops  # noqa: F401  (defines the torch.ops.fq_plugin ops without the extension)
 from ..quant import valid_positions
-from .quant_config import apply_quantizer
+from ..quant.parts import layer_norm_from_parts
+from .quant_config import apply_quantizer, fused_grids, run_fused
 
 
 class QuantLayerNorm(nn.LayerNorm):
     """``nn.LayerNorm`` over the last dim computed as ((x - mean) / sqrt(var + eps)) * gamma + beta with
-    each part fake-quantized. The denominator's gradient is never zeroed (seed 003 §3.1).
+    each part fake-quantized. The denominator's gradient is never zeroed (seed 003 §3.1). In inference (eval mode,
+    no gradient, calibrated ranges) one fused op computes it, in QAT and packed models alike.
 
     Args:
         dim: normalized size.
@@ -32,11 +37,12 @@ class QuantLayerNorm(nn.LayerNorm):
     def forward(self, x):
         if not any(q._enabled for q in self._quantizers):
             return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+        weight = apply_quantizer(self.gamma_quantizer, self.weight)
+        parts = (self.numerator_quantizer, self.denominator_quantizer, self.quotient_quantizer, self.output_quantizer)
+        fused = None if self.training or torch.is_grad_enabled() or x.dtype != torch.float32 else fused_grids(*parts)
+        if fused is not None:  # inference: one pass (QAT and packed models alike)
+            grids, bits = fused
+            return run_fused(torch.ops.fq_plugin.quantized_layer_norm, "LayerNorm", x, weight, self.bias, self.eps, *grids, bits)
         valid = valid_positions(x)
-        centered = x - x.mean(dim=-1, keepdim=True)
-        denominator = torch.sqrt(centered.pow(2).mean(dim=-1, keepdim=True) + self.eps)
-        numerator = apply_quantizer(self.numerator_quantizer, centered, valid)
-        denominator = apply_quantizer(self.denominator_quantizer, denominator, valid)
-        quotient = apply_quantizer(self.quotient_quantizer, numerator / denominator, valid)
-        y = quotient * apply_quantizer(self.gamma_quantizer, self.weight) + self.bias
-        return apply_quantizer(self.output_quantizer, y, valid)
+        quantizers = [None if q is None else partial(apply_quantizer, q, valid=valid) for q in parts]
+        return layer_norm_from_parts(x, weight, self.bias, self.eps, *quantizers)

@@ -15,6 +15,7 @@ from .reference import MAX_K, pack_ternary, unpack_ternary, words_for
 
 __all__ = ["quantize_affine_u8", "quantize_absmax_i8", "fake_quantize_affine", "int8_linear", "int8_linear_symmetric",
            "pack_signs", "unpack_signs", "binary_linear_w1a8", "binary_linear_w1a1", "pack_ternary", "unpack_ternary",
+           "quantized_softmax", "quantized_layer_norm",
            "extension_available", "backend_info", "set_cpu_isa", "words_for", "SCHEMAS"]
 
 # One schema per op; the C++ extension defines the same strings (tests compare them).
@@ -31,6 +32,10 @@ SCHEMAS = {
                           "Tensor? bias, int K, int planes=1) -> Tensor",
     "binary_linear_w1a1": "binary_linear_w1a1(Tensor x_bits, Tensor x_scale, Tensor w_bits, Tensor w_scale, "
                           "Tensor? bias, int K, bool unsigned_act=False) -> Tensor",
+    "quantized_softmax": "quantized_softmax(Tensor scores, Tensor mask, Tensor? num_grid, Tensor? den_grid, "
+                         "Tensor? out_grid, int bits=8) -> Tensor",
+    "quantized_layer_norm": "quantized_layer_norm(Tensor x, Tensor weight, Tensor bias, float eps, Tensor? num_grid, "
+                            "Tensor? den_grid, Tensor? quot_grid, Tensor? out_grid, int bits=8) -> Tensor",
 }
 
 _REFERENCE_IMPLS = {
@@ -42,6 +47,8 @@ _REFERENCE_IMPLS = {
     "pack_signs": reference.pack_signs,
     "binary_linear_w1a8": reference.binary_linear_w1a8,
     "binary_linear_w1a1": reference.binary_linear_w1a1,
+    "quantized_softmax": reference.quantized_softmax,
+    "quantized_layer_norm": reference.quantized_layer_norm,
 }
 
 
@@ -82,6 +89,10 @@ def _register_fakes():
         lambda x_q, x_scale, w_bits, w_scale, *args: out_mn(x_q, w_scale))
     torch.library.register_fake("fq_plugin::binary_linear_w1a1")(
         lambda x_bits, x_scale, w_bits, *args: out_mn(x_bits, w_bits))
+    torch.library.register_fake("fq_plugin::quantized_softmax")(
+        lambda scores, *args: torch.empty_like(scores, memory_format=torch.contiguous_format))
+    torch.library.register_fake("fq_plugin::quantized_layer_norm")(
+        lambda x, *args: torch.empty_like(x, memory_format=torch.contiguous_format))
 
 
 _LIB = _register()
@@ -324,3 +335,62 @@ def binary_linear_w1a1(x_bits, x_scale, w_bits, w_scale, bias, k: int, unsigned:
     _check_weights(w_bits, "w_bits", torch.int32, words_for(k), w_scale, bias)
     _same_device(x_bits, x_scale, w_bits, w_scale, bias)
     return torch.ops.fq_plugin.binary_linear_w1a1(x_bits, x_scale, w_bits, w_scale, bias, k, bool(unsigned))
+
+
+def _grid(grid, name, buckets):
+    if grid is None:
+        return
+    _tensor(grid, name, torch.float32, 2)
+    if grid.shape[0] != 2 or grid.shape[1] not in (buckets, 1):
+        raise ValueError(f"{name} must have shape [2, {buckets}] or [2, 1] (x_min, step size), got {tuple(grid.shape)}")
+
+
+def quantized_softmax(scores, mask, num_grid=None, den_grid=None, out_grid=None, bits: int = 8) -> torch.Tensor:
+    """Attention probabilities from quantized parts in one pass (inference; see
+    :func:`fq_plugin.ops.reference.quantized_softmax`, which it matches up to the rounding of exp and the row sums).
+
+    Args:
+        scores: float32 ``[B, H, T, S]``; mask: bool broadcastable to it (True: masked key);
+        num_grid, den_grid, out_grid: float32 ``[2, H]`` or ``[2, 1]`` or None; bits: 2..8.
+    Returns:
+        float32 ``[B, H, T, S]``. Raises ``ValueError`` when a quantized part holds NaN.
+    """
+    _tensor(scores, "scores", torch.float32, 4)
+    if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
+        raise TypeError(f"mask must be a bool tensor, got {getattr(mask, 'dtype', type(mask).__name__)}")
+    try:
+        fits = mask.dim() <= 4 and torch.broadcast_shapes(mask.shape, scores.shape) == scores.shape
+    except RuntimeError:
+        fits = False
+    if not fits:
+        raise ValueError(f"mask of shape {tuple(mask.shape)} does not broadcast to scores {tuple(scores.shape)}")
+    for grid, name in ((num_grid, "num_grid"), (den_grid, "den_grid"), (out_grid, "out_grid")):
+        _grid(grid, name, scores.shape[1])
+    _same_device(scores, mask, num_grid, den_grid, out_grid)
+    reference.check_bits(bits)
+    return torch.ops.fq_plugin.quantized_softmax(scores, mask, num_grid, den_grid, out_grid, bits)
+
+
+def quantized_layer_norm(x, weight, bias, eps: float, num_grid=None, den_grid=None, quot_grid=None, out_grid=None,
+                         bits: int = 8) -> torch.Tensor:
+    """LayerNorm from quantized parts in one pass (inference; see :func:`fq_plugin.ops.reference.quantized_layer_norm`,
+    which it matches up to the rounding of the row sums).
+
+    Args:
+        x: float32 ``[..., C]``; weight, bias: float32 ``[C]``; eps: float;
+        num_grid, quot_grid, out_grid: float32 ``[2, C]`` or ``[2, 1]`` or None; den_grid: ``[2, 1]`` or None.
+    Returns:
+        float32 tensor shaped like ``x``. Raises ``ValueError`` when a quantized part holds NaN.
+    """
+    if not isinstance(x, torch.Tensor) or x.dtype != torch.float32 or x.dim() < 1:
+        raise TypeError(f"x must be a float32 tensor with at least one dimension, got {x!r:.80}")
+    c = x.shape[-1]
+    _vector(weight, "weight", torch.float32, c)
+    _vector(bias, "bias", torch.float32, c)
+    for grid, name, buckets in ((num_grid, "num_grid", c), (den_grid, "den_grid", 1), (quot_grid, "quot_grid", c),
+                                (out_grid, "out_grid", c)):
+        _grid(grid, name, buckets)
+    _same_device(x, weight, bias, num_grid, den_grid, quot_grid, out_grid)
+    reference.check_bits(bits)
+    return torch.ops.fq_plugin.quantized_layer_norm(x, weight, bias, float(eps), num_grid, den_grid, quot_grid,
+                                                    out_grid, bits)

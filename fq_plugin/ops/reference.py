@@ -12,6 +12,7 @@ raises the same errors as the C++ kernels.
 import torch
 
 from ..quant.affine import affine_scale, check_bits, fake_quantize_with_scale
+from ..quant.parts import layer_norm_from_parts, softmax_from_parts
 
 ABSMAX_LEVELS = 127  # Q_b - 1 for 8-bit symmetric activations (codes in [-127, 127])
 MAX_K = 65536  # int32 accumulators of 8-bit products stay exact up to this depth (255 * 128 * K < 2^31)
@@ -76,6 +77,52 @@ def fake_quantize_affine(x: torch.Tensor, x_min: torch.Tensor, scale: torch.Tens
     check_bits(bits)
     _check_no_nan(x, "x")
     return fake_quantize_with_scale(x, x_min, scale, bits).contiguous()
+
+
+def _grid_quantizer(grid, bits, shape):
+    """Fake quantization on a frozen grid ``[2, n]`` (x_min, step size), buckets along the dim of ``shape`` that is
+    -1; None for no grid (the part is not quantized)."""
+    if grid is None:
+        return None
+    lo, step = grid[0].reshape(shape), grid[1].reshape(shape)
+
+    def quantize(x):
+        _check_no_nan(x, "a quantized part")
+        return fake_quantize_with_scale(x, lo, step, bits)
+    return quantize
+
+
+def quantized_softmax(scores, mask, num_grid=None, den_grid=None, out_grid=None, bits: int = 8) -> torch.Tensor:
+    """:func:`fq_plugin.quant.parts.softmax_from_parts` with frozen grids, one per head (``[2, H]``) or for all
+    (``[2, 1]``).
+
+    Args:
+        scores: float32 ``[B, H, T, S]``; mask: bool broadcastable to it, True for masked keys;
+        num_grid, den_grid, out_grid: float32 ``[2, H]`` or ``[2, 1]`` (row 0 x_min, row 1 step size) or None
+        where the part is not quantized; bits: 2..8.
+    Returns:
+        float32 contiguous ``[B, H, T, S]``. Raises ``ValueError`` when a quantized part holds NaN.
+    """
+    check_bits(bits)
+    per_head = (1, -1, 1, 1)
+    quantizers = (_grid_quantizer(g, bits, per_head) for g in (num_grid, den_grid, out_grid))
+    return softmax_from_parts(scores, mask, *quantizers).contiguous()
+
+
+def quantized_layer_norm(x, weight, bias, eps: float, num_grid=None, den_grid=None, quot_grid=None, out_grid=None,
+                         bits: int = 8) -> torch.Tensor:
+    """:func:`fq_plugin.quant.parts.layer_norm_from_parts` with frozen grids, one per feature (``[2, C]``) or for all
+    (``[2, 1]``; the denominator has one for all).
+
+    Args:
+        x: float32 ``[..., C]``; weight (quantized already), bias: float32 ``[C]``; eps: as LayerNorm's;
+        num_grid, den_grid, quot_grid, out_grid: float32 grids as for :func:`quantized_softmax`, or None.
+    Returns:
+        float32 contiguous tensor shaped like ``x``. Raises ``ValueError`` when a quantized part holds NaN.
+    """
+    check_bits(bits)
+    quantizers = (_grid_quantizer(g, bits, (-1,)) for g in (num_grid, den_grid, quot_grid, out_grid))
+    return layer_norm_from_parts(x, weight, bias, eps, *quantizers).contiguous()
 
 
 def quantize_absmax_i8(x: torch.Tensor):

@@ -232,6 +232,16 @@ class ActivationQuantizer(InferenceCache, Quantizer):
             return self.x_min.view(shape), affine_scale(self.x_min, self.x_max, self.bits).view(shape)
         return self.inference_cached(("grid", shape), (self.x_min, self.x_max, self.initialized), build)
 
+    def inference_grid(self):
+        """float32 ``[2, buckets]``, row 0 x_min and row 1 the step size of each bucket, for the fused inference ops
+        (:func:`fq_plugin.ops.quantized_softmax`, ``quantized_layer_norm``); None while a bucket has no calibrated
+        range (such a bucket passes values through, which those ops do not do). Cached like ``_frozen_grid``."""
+        def build():
+            if not bool(self.initialized.all()):
+                return None
+            return torch.stack([self.x_min, affine_scale(self.x_min, self.x_max, self.bits)])
+        return self.inference_cached("inference_grid", (self.x_min, self.x_max, self.initialized), build)
+
     def _fused_grid(self, x):
         """Like ``_frozen_grid`` with 1-D ranges for ``fake_quantize_affine``: only for a contiguous float32 ``x``
         without gradient whose ranges are one per tensor or per last-dim feature; else None."""

@@ -185,8 +185,11 @@ void int8_tile(const int16_t* x, int64_t xs, const int8_t* w, int64_t K, int32_t
   const int64_t k16 = K & ~int64_t(15);
   for (int64_t k = 0; k < k16; k += 16) {
     __m256i wv[NR];
-    for (int j = 0; j < NR; ++j)
+    for (int j = 0; j < NR; ++j) {
+      // The next tile's weight rows, a cache line at a time: few activation rows make this loop stream weights.
+      if ((k & 63) == 0) _mm_prefetch(reinterpret_cast<const char*>(w + (NR + j) * K + k), _MM_HINT_T0);
       wv[j] = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + j * K + k)));
+    }
     for (int i = 0; i < MR; ++i) {
       const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + i * xs + k));
       for (int j = 0; j < NR; ++j) acc[i][j] = _mm256_add_epi32(acc[i][j], _mm256_madd_epi16(xv, wv[j]));

@@ -105,6 +105,8 @@ void int8_tile(const uint8_t* x, int64_t xs, const int8_t* w, int64_t K, int32_t
     __m512i xv[MR];
     for (int i = 0; i < MR; ++i) xv[i] = _mm512_loadu_si512(x + i * xs + k);  // padded rows: always in bounds
     for (int j = 0; j < NR; ++j) {
+      // The next tile's weight rows: few activation rows make this loop stream weights from memory.
+      _mm_prefetch(reinterpret_cast<const char*>(w + (NR + j) * K + k), _MM_HINT_T0);
       const __m512i wv = _mm512_maskz_loadu_epi8(km, w + j * K + k);
       for (int i = 0; i < MR; ++i) acc[i][j] = _mm512_dpbusd_epi32(acc[i][j], xv[i], wv);
       if (SIGNED) wsum[j] = _mm512_dpbusd_epi32(wsum[j], ones, wv);

@@ -212,6 +212,14 @@ struct Grid {
     if (v != v) nan = true;
     return fq_cpu::fake_quantize_value(v, lo[i * stride], step[i * stride], levels);
   }
+
+  // The n values at v fake-quantized in place by the selected CPU path's kernel, in bucket i or (per_value) bucket c
+  // for value c; true if one was NaN.
+  bool row(float* v, int64_t n, int64_t i, bool per_value) const {
+    if (!lo) return false;
+    const int64_t first = per_value ? 0 : i * stride;
+    return kernels().fake_quantize(v, n, 0, 1, lo + first, step + first, per_value ? stride : 0, levels, v);
+  }
 };
 
 // keep holds the contiguous copy the pointers read.
@@ -279,10 +287,11 @@ at::Tensor quantized_softmax_cpu(const at::Tensor& scores_in, const at::Tensor& 
       float* o = op + r * S;
       float d = den(sum[r], h, seen);
       if (!(d > 0.f)) d = 1.f;  // every key masked: all-zero probabilities instead of 0/0
-      for (int64_t j = 0; j < S; ++j) {
-        const float n = num(o[j], h, seen);
-        o[j] = m[j * ms] ? 0.f : out_q(n / d, h, seen);
-      }
+      seen |= num.row(o, S, h, false);
+      for (int64_t j = 0; j < S; ++j) o[j] = o[j] / d;
+      seen |= out_q.row(o, S, h, false);
+      for (int64_t j = 0; j < S; ++j)
+        if (m[j * ms]) o[j] = 0.f;
     }
     if (seen) nan = true;
   });
@@ -332,10 +341,12 @@ at::Tensor quantized_layer_norm_cpu(const at::Tensor& x_in, const at::Tensor& we
     for (int64_t r = r0; r < r1; ++r) {
       float* o = op + r * C;
       const float d = den(den_value[r], 0, seen);
-      for (int64_t c = 0; c < C; ++c) {
-        const float y = quot(num(o[c], c, seen) / d, c, seen) * w[c];  // two roundings, as ATen's mul then add
-        o[c] = out_q(y + bp[c], c, seen);
-      }
+      seen |= num.row(o, C, 0, true);
+      for (int64_t c = 0; c < C; ++c) o[c] = o[c] / d;
+      seen |= quot.row(o, C, 0, true);
+      for (int64_t c = 0; c < C; ++c) o[c] = o[c] * w[c];  // then the bias: two roundings, as ATen's mul and add
+      for (int64_t c = 0; c < C; ++c) o[c] = o[c] + bp[c];
+      seen |= out_q.row(o, C, 0, true);
     }
     if (seen) nan = true;
   });

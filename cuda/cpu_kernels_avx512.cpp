@@ -6,6 +6,7 @@
 // same loop with a vector of ones. W1A8: the sign bits are the byte mask of a masked move; vpsadbw sums the
 // kept (shifted) activations. W1A1: vpopcntq on 512-bit xor/and. Tails use masked loads, which never fault.
 #include <immintrin.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cpu_kernels.h"
@@ -130,8 +131,9 @@ struct Int8Tiles {
   };
 };
 
-void int8_gemm(const uint8_t* xbuf, bool x_signed, int64_t M, int64_t K, const int8_t* w, int64_t n0, int64_t n1,
-               const Int8Epilogue& ep, float* out, int64_t ldo) {
+// Few activation rows (decoding with a small beam): dot products along K, no weight repacking.
+void int8_gemm_rows(const uint8_t* xbuf, bool x_signed, int64_t M, int64_t K, const int8_t* w, int64_t n0,
+                    int64_t n1, const Int8Epilogue& ep, float* out, int64_t ldo) {
   const int64_t xs = round_up(K, 64);
   int64_t nblk = kL2Bytes / (K > 0 ? K : 1) / kInt8NR * kInt8NR;
   nblk = nblk < kInt8NR ? kInt8NR : nblk;
@@ -149,6 +151,113 @@ void int8_gemm(const uint8_t* xbuf, bool x_signed, int64_t M, int64_t K, const i
       }
     }
   }
+}
+
+// Many activation rows: the weights of a block of columns are repacked once per call into panels of 16 columns,
+// [k / 4][16 columns][4] bytes, so that one vpdpbusd of 4 broadcast activation bytes yields the partial sums of 16
+// output columns in the lanes of one accumulator: no horizontal sums, a vector epilogue.
+constexpr int kPanel = 16;
+constexpr int kPanelMR = 8;  // 8 rows x 2 panels = 16 accumulators of the 32 zmm registers
+
+// Columns [0, cols) (cols <= 16; missing columns are zero) of w [*, K] into one panel of xs / 4 groups of 4 bytes.
+void pack_panel(const int8_t* w, int64_t K, int64_t xs, int64_t cols, uint8_t* panel) {
+  const __m512i rows = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                          _mm512_set1_epi32(static_cast<int32_t>(K)));
+  const __mmask16 cm = static_cast<__mmask16>((1u << cols) - 1);
+  const int64_t k4 = K & ~int64_t(3);
+  for (int64_t k = 0; k < k4; k += 4)  // 4 bytes of each column's row: one gather
+    _mm512_store_si512(panel + k * kPanel, _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), cm, rows, w + k, 1));
+  for (int64_t k = k4; k < xs; k += 4) {  // the tail group and the zero padding up to xs
+    alignas(64) uint8_t group[kPanel][4] = {};
+    for (int64_t c = 0; c < cols; ++c)
+      for (int64_t b = 0; b < 4 && k + b < K; ++b) group[c][b] = static_cast<uint8_t>(w[c * K + k + b]);
+    memcpy(panel + k * kPanel, group, sizeof(group));
+  }
+}
+
+template <int MR, int NP>
+void panel_tile(const uint8_t* x, int64_t xs, const uint8_t* panels, int64_t panel_bytes, bool x_signed, int64_t n,
+                int64_t cols, int64_t m, const Int8Epilogue& ep, float* out, int64_t ldo) {
+  __m512i acc[MR][NP];
+#pragma GCC unroll 8
+  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 2
+    for (int p = 0; p < NP; ++p) acc[i][p] = _mm512_setzero_si512();
+  for (int64_t k = 0; k < xs; k += 4) {
+    __m512i wv[NP];
+#pragma GCC unroll 2
+    for (int p = 0; p < NP; ++p) wv[p] = _mm512_load_si512(panels + p * panel_bytes + k * kPanel);
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i) {
+      const __m512i b = _mm512_set1_epi32(*reinterpret_cast<const int32_t*>(x + i * xs + k));
+#pragma GCC unroll 2
+      for (int p = 0; p < NP; ++p) acc[i][p] = _mm512_dpbusd_epi32(acc[i][p], b, wv[p]);
+    }
+  }
+  for (int p = 0; p < NP; ++p) {
+    const int64_t c0 = n + p * kPanel, valid = min64(kPanel, cols - p * kPanel);
+    const __mmask16 cm = static_cast<__mmask16>((1u << valid) - 1);
+    const __m512 vsw = _mm512_maskz_loadu_ps(cm, ep.sw + c0), vzw = _mm512_maskz_loadu_ps(cm, ep.zw + c0);
+    const __m512i ws = _mm512_maskz_loadu_epi32(cm, ep.ws + c0);
+    const __m512 vws = _mm512_cvtepi32_ps(ws), vb = ep.bias ? _mm512_maskz_loadu_ps(cm, ep.bias + c0) : _mm512_setzero_ps();
+    // Signed activations were stored as x + 128: remove 128 * (weight row sum), exactly.
+    const __m512i shift = x_signed ? _mm512_slli_epi32(ws, 7) : _mm512_setzero_si512();
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i) {
+      const int64_t r = m + i;
+      const float sx = ep.sx[r * ep.sx_stride], zx = ep.zx[r * ep.zx_stride];
+      const __m512 vsx = _mm512_set1_ps(sx), vzx = _mm512_set1_ps(zx);
+      const __m512i dot = _mm512_sub_epi32(acc[i][p], shift);
+      __m512 y = _mm512_mul_ps(_mm512_mul_ps(vsx, vsw), _mm512_cvtepi32_ps(dot));
+      y = _mm512_add_ps(y, _mm512_mul_ps(_mm512_mul_ps(vsx, vzw), _mm512_set1_ps(static_cast<float>(ep.rx[r]))));
+      y = _mm512_add_ps(y, _mm512_mul_ps(_mm512_mul_ps(vzx, vsw), vws));
+      y = _mm512_add_ps(y, _mm512_mul_ps(_mm512_set1_ps(ep.k * zx), vzw));
+      if (ep.bias) y = _mm512_add_ps(y, vb);
+      _mm512_mask_storeu_ps(out + r * ldo + c0, cm, y);
+    }
+  }
+}
+
+using PanelTile = void (*)(const uint8_t*, int64_t, const uint8_t*, int64_t, bool, int64_t, int64_t, int64_t,
+                           const Int8Epilogue&, float*, int64_t);
+const PanelTile kPanelTiles[2][kPanelMR] = {
+    {panel_tile<1, 1>, panel_tile<2, 1>, panel_tile<3, 1>, panel_tile<4, 1>, panel_tile<5, 1>, panel_tile<6, 1>,
+     panel_tile<7, 1>, panel_tile<8, 1>},
+    {panel_tile<1, 2>, panel_tile<2, 2>, panel_tile<3, 2>, panel_tile<4, 2>, panel_tile<5, 2>, panel_tile<6, 2>,
+     panel_tile<7, 2>, panel_tile<8, 2>},
+};
+
+void int8_gemm_panels(const uint8_t* x, bool x_signed, int64_t M, int64_t K, const int8_t* w, int64_t n0, int64_t n1,
+                      const Int8Epilogue& ep, float* out, int64_t ldo) {
+  const int64_t xs = round_up(K, 64), panel_bytes = xs * kPanel;  // a multiple of 64 bytes
+  int64_t nblk = kL2Bytes / panel_bytes * kPanel;
+  nblk = nblk < 2 * kPanel ? 2 * kPanel : nblk;
+  const int64_t count = min64(nblk, round_up(n1 - n0, kPanel)) / kPanel;  // panels held at once
+  uint8_t* panels = static_cast<uint8_t*>(aligned_alloc(64, count * panel_bytes));
+  for (int64_t nb = n0; nb < n1; nb += nblk) {
+    const int64_t ne = min64(nb + nblk, n1);
+    for (int64_t n = nb; n < ne; n += kPanel)
+      pack_panel(w + n * K, K, xs, min64(kPanel, ne - n), panels + (n - nb) / kPanel * panel_bytes);
+    for (int64_t m = 0; m < M; m += kPanelMR) {
+      const int mr = static_cast<int>(min64(kPanelMR, M - m));
+      for (int64_t n = nb; n < ne; n += 2 * kPanel) {
+        const int64_t cols = min64(2 * kPanel, ne - n);
+        kPanelTiles[cols > kPanel][mr - 1](x + m * xs, xs, panels + (n - nb) / kPanel * panel_bytes, panel_bytes,
+                                           x_signed, n, cols, m, ep, out, ldo);
+      }
+    }
+  }
+  free(panels);
+}
+
+constexpr int64_t kPanelMinRows = 16;  // below this, repacking the weights costs more than it saves
+
+void int8_gemm(const uint8_t* xbuf, bool x_signed, int64_t M, int64_t K, const int8_t* w, int64_t n0, int64_t n1,
+               const Int8Epilogue& ep, float* out, int64_t ldo) {
+  if (M < kPanelMinRows)
+    int8_gemm_rows(xbuf, x_signed, M, K, w, n0, n1, ep, out, ldo);
+  else
+    int8_gemm_panels(xbuf, x_signed, M, K, w, n0, n1, ep, out, ldo);
 }
 
 // ------------------------------------------------------------------------------------------------ W1A8

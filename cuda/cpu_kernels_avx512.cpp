@@ -175,10 +175,10 @@ void pack_panel(const int8_t* w, int64_t K, int64_t xs, int64_t cols, uint8_t* p
   }
 }
 
+// acc[i][p] lane c = sum over k < xs of x[i][k] (u8) * panel p [k][c] (s8), for MR rows and NP adjacent panels.
 template <int MR, int NP>
-void panel_tile(const uint8_t* x, int64_t xs, const uint8_t* panels, int64_t panel_bytes, bool x_signed, int64_t n,
-                int64_t cols, int64_t m, const Int8Epilogue& ep, float* out, int64_t ldo) {
-  __m512i acc[MR][NP];
+__attribute__((always_inline)) inline void panel_dots(const uint8_t* x, int64_t xs, const uint8_t* panels,
+                                                      int64_t panel_bytes, __m512i (&acc)[MR][NP]) {
 #pragma GCC unroll 8
   for (int i = 0; i < MR; ++i)
 #pragma GCC unroll 2
@@ -194,6 +194,13 @@ void panel_tile(const uint8_t* x, int64_t xs, const uint8_t* panels, int64_t pan
       for (int p = 0; p < NP; ++p) acc[i][p] = _mm512_dpbusd_epi32(acc[i][p], b, wv[p]);
     }
   }
+}
+
+template <int MR, int NP>
+void panel_tile(const uint8_t* x, int64_t xs, const uint8_t* panels, int64_t panel_bytes, bool x_signed, int64_t n,
+                int64_t cols, int64_t m, const Int8Epilogue& ep, float* out, int64_t ldo) {
+  __m512i acc[MR][NP];
+  panel_dots<MR, NP>(x, xs, panels, panel_bytes, acc);
   for (int p = 0; p < NP; ++p) {
     const int64_t c0 = n + p * kPanel, valid = min64(kPanel, cols - p * kPanel);
     const __mmask16 cm = static_cast<__mmask16>((1u << valid) - 1);
@@ -314,8 +321,111 @@ const W1A8Tile kW1A8Tiles[kW1A8MR][kW1A8NR] = {
     {w1a8_tile<4, 1>, w1a8_tile<4, 2>, w1a8_tile<4, 3>, w1a8_tile<4, 4>},
 };
 
+// Many activation rows: the sign bits of a block of columns are expanded per call into the int8 panels of the int8
+// GEMM, +1/-1 bytes for one plane and (s1 + s2) / 2 in {-1, 0, 1} for two (a ternary weight), and multiplied by the
+// same vpdpbusd tile; colsum (per column, the sum of its panel bytes) removes the x + 128 shift of the activations.
+void pack_sign_panel(const uint32_t* w, const uint32_t* w2, int64_t KW, int64_t K, int64_t xs, int64_t cols,
+                     uint8_t* rows, uint8_t* panel, int32_t* colsum) {
+  const __m512i one = _mm512_set1_epi8(1), minus_one = _mm512_set1_epi8(-1), zero = _mm512_setzero_si512();
+  for (int64_t c = 0; c < kPanel; ++c) {
+    uint8_t* row = rows + c * xs;
+    int32_t sum = 0;
+    for (int64_t k = 0; k < xs; k += 64) {
+      const int64_t word = k / 32;
+      uint64_t b1 = 0, b2 = 0;
+      if (c < cols && word < KW) {
+        b1 = w[c * KW + word] | (word + 1 < KW ? uint64_t(w[c * KW + word + 1]) << 32 : 0);
+        if (w2) b2 = w2[c * KW + word] | (word + 1 < KW ? uint64_t(w2[c * KW + word + 1]) << 32 : 0);
+      }
+      const int64_t left = c < cols ? K - k : 0;
+      const __mmask64 valid = left >= 64 ? ~__mmask64(0) : left > 0 ? (__mmask64(1) << left) - 1 : 0;
+      // one plane: s = +-1; two: (s1 + s2) / 2 = (b1 - 1) + b2 for bits b1, b2 (any pair, not only ternary ones)
+      __m512i v = _mm512_mask_blend_epi8(_cvtu64_mask64(b1), minus_one, w2 ? zero : one);
+      if (w2) v = _mm512_mask_add_epi8(v, _cvtu64_mask64(b2), v, one);
+      _mm512_store_si512(row + k, _mm512_maskz_mov_epi8(valid, v));
+      // padding bits past K are 0 (checked by the op), so the popcounts count real entries only
+      const int32_t n = static_cast<int32_t>(_mm_popcnt_u64(valid));
+      sum += w2 ? static_cast<int32_t>(_mm_popcnt_u64(b1) + _mm_popcnt_u64(b2)) - n
+                : 2 * static_cast<int32_t>(_mm_popcnt_u64(b1)) - n;
+    }
+    colsum[c] = sum;
+  }
+  pack_panel(reinterpret_cast<const int8_t*>(rows), xs, xs, kPanel, panel);
+}
+
+template <int MR, int NP>
+void w1a8_panel_tile(const uint8_t* x, int64_t xs, const uint8_t* panels, int64_t panel_bytes, const int32_t* colsum,
+                     int planes, int64_t n, int64_t cols, int64_t m, const ScaleEpilogue& ep, float* out,
+                     int64_t ldo) {
+  __m512i acc[MR][NP];
+  panel_dots<MR, NP>(x, xs, panels, panel_bytes, acc);
+  for (int p = 0; p < NP; ++p) {
+    const int64_t c0 = n + p * kPanel, valid = min64(kPanel, cols - p * kPanel);
+    const __mmask16 cm = static_cast<__mmask16>((1u << valid) - 1);
+    const __m512 vsw = _mm512_maskz_loadu_ps(cm, ep.sw + c0);
+    const __m512 vb = ep.bias ? _mm512_maskz_loadu_ps(cm, ep.bias + c0) : _mm512_setzero_ps();
+    const __m512i shift = _mm512_slli_epi32(_mm512_loadu_si512(colsum + p * kPanel), 7);
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i) {
+      const int64_t r = m + i;
+      // two planes: the panel holds (s1 + s2) / 2, the op's dot is the sum of both planes' dots
+      const __m512i dot = _mm512_slli_epi32(_mm512_sub_epi32(acc[i][p], shift), planes - 1);
+      __m512 y = _mm512_mul_ps(_mm512_set1_ps(ep.sx[r * ep.sx_stride]), vsw);
+      y = _mm512_mul_ps(y, _mm512_cvtepi32_ps(dot));
+      if (ep.bias) y = _mm512_add_ps(y, vb);
+      _mm512_mask_storeu_ps(out + r * ldo + c0, cm, y);
+    }
+  }
+}
+
+using W1A8PanelTile = void (*)(const uint8_t*, int64_t, const uint8_t*, int64_t, const int32_t*, int, int64_t, int64_t,
+                               int64_t, const ScaleEpilogue&, float*, int64_t);
+const W1A8PanelTile kW1A8PanelTiles[2][kPanelMR] = {
+    {w1a8_panel_tile<1, 1>, w1a8_panel_tile<2, 1>, w1a8_panel_tile<3, 1>, w1a8_panel_tile<4, 1>,
+     w1a8_panel_tile<5, 1>, w1a8_panel_tile<6, 1>, w1a8_panel_tile<7, 1>, w1a8_panel_tile<8, 1>},
+    {w1a8_panel_tile<1, 2>, w1a8_panel_tile<2, 2>, w1a8_panel_tile<3, 2>, w1a8_panel_tile<4, 2>,
+     w1a8_panel_tile<5, 2>, w1a8_panel_tile<6, 2>, w1a8_panel_tile<7, 2>, w1a8_panel_tile<8, 2>},
+};
+
+void w1a8_gemm_panels(const uint8_t* x, int64_t M, int64_t K, const uint32_t* w, const uint32_t* w2, int64_t n0,
+                      int64_t n1, const ScaleEpilogue& ep, float* out, int64_t ldo) {
+  const int64_t KW = (K + 31) / 32, xs = round_up(K, 64), panel_bytes = xs * kPanel;
+  const int planes = w2 ? 2 : 1;
+  int64_t nblk = kL2Bytes / panel_bytes * kPanel;
+  nblk = nblk < 2 * kPanel ? 2 * kPanel : nblk;
+  const int64_t count = min64(nblk, round_up(n1 - n0, kPanel)) / kPanel;  // panels held at once
+  uint8_t* panels = static_cast<uint8_t*>(aligned_alloc(64, count * panel_bytes + kPanel * xs));
+  uint8_t* rows = panels + count * panel_bytes;  // the expanded rows of one panel
+  int32_t* colsum = static_cast<int32_t*>(aligned_alloc(64, count * kPanel * sizeof(int32_t)));
+  for (int64_t nb = n0; nb < n1; nb += nblk) {
+    const int64_t ne = min64(nb + nblk, n1);
+    for (int64_t n = nb; n < ne; n += kPanel) {
+      const int64_t j = (n - nb) / kPanel;
+      pack_sign_panel(w + n * KW, w2 ? w2 + n * KW : nullptr, KW, K, xs, min64(kPanel, ne - n), rows,
+                      panels + j * panel_bytes, colsum + j * kPanel);
+    }
+    for (int64_t m = 0; m < M; m += kPanelMR) {
+      const int mr = static_cast<int>(min64(kPanelMR, M - m));
+      for (int64_t n = nb; n < ne; n += 2 * kPanel) {
+        const int64_t cols = min64(2 * kPanel, ne - n), j = (n - nb) / kPanel;
+        kW1A8PanelTiles[cols > kPanel][mr - 1](x + m * xs, xs, panels + j * panel_bytes, panel_bytes,
+                                               colsum + j * kPanel, planes, n, cols, m, ep, out, ldo);
+      }
+    }
+  }
+  free(colsum);
+  free(panels);
+}
+
+constexpr int64_t kW1A8PanelMinRows = 32;  // below this, expanding the bits costs more than it saves
+
 void w1a8_gemm(const uint8_t* xbuf, const int32_t* xsum, int64_t M, int64_t K, const int32_t* wbits,
                const int32_t* wbits2, int64_t n0, int64_t n1, const ScaleEpilogue& ep, float* out, int64_t ldo) {
+  if (M >= kW1A8PanelMinRows) {
+    w1a8_gemm_panels(xbuf, M, K, reinterpret_cast<const uint32_t*>(wbits), reinterpret_cast<const uint32_t*>(wbits2),
+                     n0, n1, ep, out, ldo);
+    return;
+  }
   const int64_t KW = (K + 31) / 32, xs = round_up(K, 64), planes = wbits2 ? 2 : 1;
   const uint32_t* w = reinterpret_cast<const uint32_t*>(wbits);
   const uint32_t* w2 = reinterpret_cast<const uint32_t*>(wbits2);

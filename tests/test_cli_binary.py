@@ -194,6 +194,8 @@ def test_bad_binary_options_fail_fast(data_bin, tmp_path, arch, flags, message):
     ("bitnet", {"binarize_activations": True}, "BitNet quantizes activations to 8 bits"),
     ("bmt", {"weight_quant": "quaternary"}, "--weight-quant must be one of"),
     ("bit", {"alpha_lr_scale": 0.0}, "--alpha-lr-scale must be > 0"),
+    ("bitnet", {"output_input_bits": 4, "embedding_bits": 8}, "--output-input-bits must be one of"),
+    ("bitnet", {"output_input_bits": 8}, "--output-input-bits 8 needs --embedding-bits 8"),
 ])
 def test_bad_binary_option_combinations_are_refused(method, options, message):
     """The checks ``build_model`` runs before anything is built (the CLI cases above show the wiring)."""

@@ -8,7 +8,9 @@ from fairseq.modules import MultiheadAttention
 from fq_plugin.modules.quant_attention import QuantMultiheadAttention
 from fq_plugin.modules.quant_config import QuantSpec, parse_points
 from fq_plugin.modules.quant_layer_norm import QuantLayerNorm
-from fq_plugin.quant import Quantizer
+from fq_plugin.modules.quant_linear import QuantLinear
+from fq_plugin.quant import Quantizer, WeightQuantizer
+from fq_plugin.quant.binary_quantizers import TokenQuantizer
 
 
 def _set(module, enabled):
@@ -147,6 +149,21 @@ def test_inference_runs_one_fused_layer_norm_bit_identical_to_the_training_formu
     x[1, 2, 3] = float("nan")
     with torch.no_grad(), pytest.raises(FloatingPointError, match="NaN"):
         ln(x)
+
+
+def test_per_token_quantized_input_runs_the_symmetric_int8_gemm():
+    """The output projection of binarized models with --output-input-bits 8: in inference its integer twin multiplies
+    absmax codes of each token with the 8-bit weight codes; training multiplies the fake-quantized values."""
+    layer = _set(QuantLinear(64, 300, bias=False, weight_quantizer=WeightQuantizer(8),
+                             token_quantizer=TokenQuantizer("absmax8")), True).eval()
+    x = torch.randn(5, 2, 64)
+    fake_quantized = layer(x)  # gradient on: the fake-quantized operands
+    with torch.no_grad():
+        y, ran = _run_profiled("int8_linear_symmetric", lambda: layer(x))
+    assert ran and torch.allclose(y, fake_quantized, rtol=1e-4, atol=1e-4)
+    x[0, 1, 3] = float("nan")
+    with torch.no_grad(), pytest.raises(FloatingPointError, match="NaN"):
+        layer(x)
 
 
 def test_unknown_points_and_bits_fail_fast():

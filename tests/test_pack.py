@@ -105,6 +105,8 @@ def test_paper_bucketing_packs_exactly_with_float_gemms_where_inputs_have_per_fe
 
 @pytest.mark.parametrize("arch, flags, kernel", [
     ("bitnet_transformer_tiny", ["--embedding-bits", "8"], "w1a8"),
+    # 8-bit inputs to the output projection too: the vocabulary projection runs the symmetric int8 GEMM
+    ("bitnet_transformer_tiny", ["--embedding-bits", "8", "--output-input-bits", "8"], "w1a8"),
     ("bitnet_transformer_tiny", ["--weight-quant", "ternary"], "w1a8"),  # two planes in one kernel pass
     pytest.param("bit_transformer_tiny", [], "w1a1", marks=pytest.mark.slow),  # elastic inputs: unit-tested below
     ("bmt_transformer_tiny", ["--binarize-activations"], "w1a1"),
@@ -122,8 +124,11 @@ def test_packed_binarized_models_translate_like_their_qat_models(data_bin, tmp_p
     if "ternary" in flags:  # two sign planes sharing one scale per row: the W1A8 op sums them itself
         assert all(m.planes == 2 and m._shared_plane_scale() is not None for m in binary)
     if "--embedding-bits" in flags:  # embeddings and output projection 8-bit: everything but norms is packed
-        assert isinstance(layers["decoder.output_projection"], PackedInt8Linear)
+        projection = layers["decoder.output_projection"]
+        assert isinstance(projection, PackedInt8Linear)
         assert _model_bytes(packed) < 0.2 * _model_bytes(source)
+        per_token = projection.token_quantizer is not None and projection.token_quantizer._enabled
+        assert per_token == ("--output-input-bits" in flags)
 
 
 @pytest.fixture(scope="module")

@@ -125,8 +125,10 @@ class FQTransformerDecoder(TransformerDecoderBase):
         float_projection = self.output_projection
         if float_projection is None:  # adaptive softmax
             return
+        spec = spec_from_cfg(cfg)
         self.output_projection = QuantLinear(float_projection.in_features, float_projection.out_features,
-                                             bias=False, weight_quantizer=spec_from_cfg(cfg).weight("output"))
+                                             bias=False, weight_quantizer=spec.weight("output"),
+                                             token_quantizer=spec.output_input_quantizer())
         self.output_projection.weight = float_projection.weight  # keeps weight sharing with the embeddings
 
     def forward(self, prev_output_tokens, encoder_out=None, incremental_state=None, **kwargs):

@@ -29,7 +29,7 @@ def planes_of(linear: BinaryLinear) -> int:
 def _packed_counterpart(module):
     if isinstance(module, QuantLinear) and module.weight_quantizer is not None:
         return PackedInt8Linear(module.in_features, module.out_features, module.bias is not None,
-                                module.output_quantizer)
+                                module.output_quantizer, module.token_quantizer)
     if isinstance(module, BinaryLinear):
         return PackedBinaryLinear(module.in_features, module.out_features, module.bias is not None,
                                   planes_of(module), module.input_quantizer, module.input_norm, module.output_norm)

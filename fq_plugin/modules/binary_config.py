@@ -13,6 +13,7 @@ METHODS = ("bmt", "bitnet", "bit")
 WEIGHT_QUANT = ("binary", "ternary", "split_binary")
 ACTIVATION_BITS = (32, 8, 1)
 EMBEDDING_BITS = (32, 8)
+OUTPUT_INPUT_BITS = (32, 8)
 # Activation precision each method is published with (BMT's default is its weight-only model).
 DEFAULT_ACTIVATION_BITS = {"bmt": 32, "bitnet": 8, "bit": 1}
 BMT_ONLY = ("no_extra_layernorm", "no_attention_residual")
@@ -45,6 +46,11 @@ class BinaryConfig(FairseqDataclass):
         default=32,
         metadata={"help": "32: float embeddings and output projection (as the papers); 8: fake-quantize them per "
                           "row to 8 bits while training, so that fq-pack stores them in 8 bits exactly"})
+    output_input_bits: int = field(
+        default=32,
+        metadata={"help": "32: float input to the output projection (as the papers); 8: per-token absmax 8-bit "
+                          "(BitNet's activation quantizer), so that with --embedding-bits 8 the packed model runs the "
+                          "vocabulary projection as an int8 GEMM"})
 
 
 def resolve_binary_args(args, method):
@@ -73,6 +79,12 @@ def resolve_binary_args(args, method):
             raise ValueError(f"{flags} only apply to bmt_transformer (BMT's architectural changes)")
     if getattr(args, "embedding_bits", 32) not in EMBEDDING_BITS:
         raise ValueError(f"--embedding-bits must be one of {EMBEDDING_BITS}, got {args.embedding_bits}")
+    output_bits = getattr(args, "output_input_bits", 32)
+    if output_bits not in OUTPUT_INPUT_BITS:
+        raise ValueError(f"--output-input-bits must be one of {OUTPUT_INPUT_BITS}, got {output_bits}")
+    if output_bits == 8 and getattr(args, "embedding_bits", 32) != 8:
+        raise ValueError("--output-input-bits 8 needs --embedding-bits 8: the int8 vocabulary projection multiplies "
+                         "8-bit inputs with 8-bit weights")
     if getattr(args, "alpha_lr_scale", 1.0) <= 0:
         raise ValueError("--alpha-lr-scale must be > 0")
 
@@ -81,12 +93,14 @@ class BinarySpec:
     """Builds the layers of a binarized Transformer; same interface as ``QuantSpec`` so fq_transformer's
     layers and attention take either. Embeddings, positions, the output projection and LayerNorms stay
     float (seed 001 keeps embeddings and the output layer in high precision; we do so for all methods),
-    except the embeddings and output projection with ``--embedding-bits 8`` (for small packed files)."""
+    except the embeddings and output projection with ``--embedding-bits 8`` (for small packed files) and the
+    output projection's input with ``--output-input-bits 8`` (for an int8 vocabulary projection)."""
 
     points = frozenset()  # none of the 8-bit FQT points
 
     def __init__(self, method, weight_quant="binary", activation_bits=32, extra_layernorm=True,
-                 attention_residual=True, binarize_attention=True, alpha_lr_scale=1.0, embedding_bits=32):
+                 attention_residual=True, binarize_attention=True, alpha_lr_scale=1.0, embedding_bits=32,
+                 output_input_bits=32):
         self.method = method
         self.weight_mode = method if weight_quant == "binary" else weight_quant
         self.split = weight_quant == "split_binary"
@@ -96,13 +110,14 @@ class BinarySpec:
         self.binarize_attention = activation_bits == 1 and binarize_attention
         self.alpha_lr_scale = alpha_lr_scale
         self.embedding_bits = embedding_bits
+        self.output_input_bits = output_input_bits
 
     @classmethod
     def from_cfg(cls, cfg):
         return cls(cfg.binary_method, getattr(cfg, "weight_quant", "binary"), cfg.activation_bits,
                    not getattr(cfg, "no_extra_layernorm", False), not getattr(cfg, "no_attention_residual", False),
                    not getattr(cfg, "no_binarize_attention", False), getattr(cfg, "alpha_lr_scale", 1.0),
-                   getattr(cfg, "embedding_bits", 32))
+                   getattr(cfg, "embedding_bits", 32), getattr(cfg, "output_input_bits", 32))
 
     def has(self, point) -> bool:
         return False
@@ -112,6 +127,10 @@ class BinarySpec:
         if self.embedding_bits == 8 and name in ("embedding", "output"):
             return WeightQuantizer(8, bucketed=True, name=name)
         return None
+
+    def output_input_quantizer(self):
+        """The per-token 8-bit quantizer of the output projection's input with ``--output-input-bits 8``, else None."""
+        return TokenQuantizer("absmax8") if self.output_input_bits == 8 else None
 
     def activation(self, point, channels, bucket_dim=-1, **kwargs):
         """Quantizers of the attention operands: Q, K, V ('qkv') and the probabilities ('softmax_out')."""

@@ -123,25 +123,28 @@ class PackedInt8Linear(_PackedLayer):
 
     Args:
         in_features, out_features, bias: as ``nn.Linear``.
-        output_quantizer: the output's quantizer of the ``QuantLinear`` it replaces (kept as is).
+        output_quantizer, token_quantizer: those of the ``QuantLinear`` it replaces (kept as they are); with an
+            enabled ``token_quantizer`` the input is quantized per token and the symmetric int8 GEMM runs.
     Attributes:
         input_quantizer: the quantizer whose output this layer reads, set by the model (not saved); the int8
-            GEMM runs only when it is a calibrated single-range affine quantizer.
+            GEMM runs when it is a calibrated single-range affine quantizer.
     """
 
-    def __init__(self, in_features, out_features, bias=True, output_quantizer=None):
+    def __init__(self, in_features, out_features, bias=True, output_quantizer=None, token_quantizer=None):
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
         _register_codes(self, out_features, in_features)
         self.bias = nn.Parameter(torch.zeros(out_features), requires_grad=False) if bias else None
         self.output_quantizer = output_quantizer
+        self.token_quantizer = token_quantizer
         self.input_quantizer = None
 
     @classmethod
-    def from_codes(cls, tensors, bias=None):
-        """A layer holding the ``pack_int8_weight`` tensors ``tensors`` and ``bias``."""
+    def from_codes(cls, tensors, bias=None, token_quantizer=None):
+        """A layer holding the ``pack_int8_weight`` tensors ``tensors``, ``bias`` and ``token_quantizer``."""
         out_features, in_features = tensors["weight_codes"].shape
-        return cls(in_features, out_features, bias=bias is not None)._fill(tensors, bias)
+        layer = cls(in_features, out_features, bias=bias is not None, token_quantizer=token_quantizer)
+        return layer._fill(tensors, bias)
 
     def _input_grid(self):
         """``(x_min, x_max, x_scale, bits)`` of the linked input quantizer, or None (float path): the quantizer's
@@ -164,9 +167,22 @@ class PackedInt8Linear(_PackedLayer):
             return signed, self.weight_min + INT8_OFFSET * self.weight_scale, signed.sum(dim=1, dtype=torch.int32)
         return self.inference_cached("kernel", (self.weight_codes, self.weight_scale, self.weight_min), build)
 
+    def _per_token_linear(self, x):
+        """The product for 8-bit per-token inputs: absmax codes of each row, symmetric int8 GEMM."""
+        if torch.isnan(x).any():
+            raise FloatingPointError("NaN reached the activation quantizer (absmax8)")
+        w_q, w_zero, w_sum = self._kernel_weight()
+        codes, scale = torch.ops.fq_plugin.quantize_absmax_i8(x.reshape(-1, self.in_features))
+        y = torch.ops.fq_plugin.int8_linear_symmetric(codes, scale, w_q, self.weight_scale, w_zero, w_sum, self.bias)
+        return y.view(x.shape[:-1] + (self.out_features,))
+
     def forward(self, x):
-        grid = self._input_grid() if x.dtype == torch.float32 else None
-        if grid is None:
+        per_token = self.token_quantizer is not None and self.token_quantizer._enabled
+        grid = None if per_token or x.dtype != torch.float32 else self._input_grid()
+        if per_token and x.dtype == torch.float32:
+            y = self._per_token_linear(x)
+        elif grid is None:  # float (or half) inputs: the dequantized weight
+            x = self.token_quantizer(x) if per_token else x
             y = linear_rows(x, self.dense_weight().to(x.dtype), self.bias)
         else:
             x_min, x_max, x_scale, bits = grid

@@ -92,6 +92,10 @@ class QuantSpec:
         buckets = channels if point in self.bucketed else 1
         return ActivationQuantizer(buckets, self.bits, bucket_dim=bucket_dim, name=point, **kwargs)
 
+    def output_input_quantizer(self):
+        """None: the output projection reads the final LayerNorm's quantized output (``BinarySpec`` has one)."""
+        return None
+
     def linear(self, in_features, out_features, name, bias=True, output_point=None, relu_input=False):
         """A ``QuantLinear`` with the weight quantizer ``name`` and, if given, its output quantized at
         ``output_point``. (``relu_input`` matters only to binarized models.)"""

@@ -52,6 +52,9 @@ EOF
   size_run int8_deploy --arch fq_transformer_wmt_en_de --criterion qat_label_smoothed_cross_entropy \
     --quant-start-update 0 --quant-bucketing weight
   size_run bmt_emb32 --arch bmt_transformer_wmt_en_de --criterion qat_label_smoothed_cross_entropy --quant-start-update 0
+  # BitNet whose output projection also reads 8-bit per-token inputs: the packed vocabulary projection runs in int8.
+  size_run bitnet_out8 --arch bitnet_transformer_wmt_en_de --criterion qat_label_smoothed_cross_entropy \
+    --quant-start-update 0 --embedding-bits 8 --output-input-bits 8
   # Ternary weights with BitNet's 8-bit per-token inputs: both bit planes run in one W1A8 kernel pass.
   size_run ternary_emb8 --arch bitnet_transformer_wmt_en_de --criterion qat_label_smoothed_cross_entropy \
     --quant-start-update 0 --weight-quant ternary --embedding-bits 8
@@ -68,7 +71,7 @@ EOF
     echo "| model (Transformer-base, 32k vocabulary, shared embeddings) | file | bytes | × float |"
     echo "|---|---|---|---|"
     echo "| float fairseq transformer_wmt_en_de (no optimizer state) | model.pt | $float_bytes | 1.000 |"
-    for name in int8 bitnet_emb8 bmt_emb32 ternary_emb8; do
+    for name in int8 bitnet_emb8 bitnet_out8 bmt_emb32 ternary_emb8; do
       [ -s "$dir/$name/packed.pt" ] || fq-pack "$dir/$name/checkpoint_last.pt" "$dir/$name/packed.pt" 2> /dev/null
       local bytes
       bytes=$(stat -c %s "$dir/$name/packed.pt")
@@ -198,12 +201,12 @@ EOF2
     fairseq-preprocess --source-lang en --target-lang de --testpref "$dir/head/test" --srcdict "$dir/raw/dict.txt" \
       --tgtdict "$dir/raw/dict.txt" --destdir "$dir/head/bin" --workers 1 > /dev/null
   fi
-  [ -s "$dir/int8_deploy/checkpoint_last.pt" ] || step_sizes  # the one-update models, int8_deploy among them
+  [ -s "$dir/bitnet_out8/packed.pt" ] || step_sizes  # the one-update models, packed
   [ -s "$dir/int8_deploy/packed.pt" ] || fq-pack "$dir/int8_deploy/checkpoint_last.pt" "$dir/int8_deploy/packed.pt"
   python scripts/bench/ct2_translate.py convert --checkpoint "$dir/float/model.pt" --data-bin "$dir/bin" \
     --output-dir "$dir/ct2_float"
   local models=(float:float/model.pt int8_packed:int8_deploy/packed.pt bitnet_packed:bitnet_emb8/packed.pt
-                ternary_packed:ternary_emb8/packed.pt ct2_int8:ct2_float)
+                bitnet_out8_packed:bitnet_out8/packed.pt ternary_packed:ternary_emb8/packed.pt ct2_int8:ct2_float)
   local gen_len=(--min-len "$fixed" --max-len-a 0 --max-len-b "$fixed") ct2_len=(--min-len "$fixed" --max-len "$fixed")
   local data=$dir/bin source=$dir/raw/test.en count=128
   local data1=$dir/head/bin source1=$dir/head/test.en count1=$base_head

@@ -206,7 +206,8 @@ void panel_tile(const uint8_t* x, int64_t xs, const uint8_t* panels, int64_t pan
     const __mmask16 cm = static_cast<__mmask16>((1u << valid) - 1);
     const __m512 vsw = _mm512_maskz_loadu_ps(cm, ep.sw + c0), vzw = _mm512_maskz_loadu_ps(cm, ep.zw + c0);
     const __m512i ws = _mm512_maskz_loadu_epi32(cm, ep.ws + c0);
-    const __m512 vws = _mm512_cvtepi32_ps(ws), vb = ep.bias ? _mm512_maskz_loadu_ps(cm, ep.bias + c0) : _mm512_setzero_ps();
+    const __m512 vws = _mm512_cvtepi32_ps(ws);
+    const __m512 vb = ep.bias ? _mm512_maskz_loadu_ps(cm, ep.bias + c0) : _mm512_setzero_ps();
     // Signed activations were stored as x + 128: remove 128 * (weight row sum), exactly.
     const __m512i shift = x_signed ? _mm512_slli_epi32(ws, 7) : _mm512_setzero_si512();
 #pragma GCC unroll 8

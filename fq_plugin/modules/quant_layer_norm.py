@@ -42,7 +42,8 @@ class QuantLayerNorm(nn.LayerNorm):
         fused = None if self.training or torch.is_grad_enabled() or x.dtype != torch.float32 else fused_grids(*parts)
         if fused is not None:  # inference: one pass (QAT and packed models alike)
             grids, bits = fused
-            return run_fused(torch.ops.fq_plugin.quantized_layer_norm, "LayerNorm", x, weight, self.bias, self.eps, *grids, bits)
+            return run_fused(torch.ops.fq_plugin.quantized_layer_norm, "LayerNorm", x, weight, self.bias, self.eps,
+                             *grids, bits)
         valid = valid_positions(x)
         quantizers = [None if q is None else partial(apply_quantizer, q, valid=valid) for q in parts]
         return layer_norm_from_parts(x, weight, self.bias, self.eps, *quantizers)

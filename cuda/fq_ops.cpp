@@ -122,6 +122,10 @@ void check_vector(const at::Tensor& t, const char* name, at::ScalarType dtype, i
                     broadcast_ok ? " or [1]" : "", ", got ", t.sizes());
 }
 
+void check_bits(int64_t bits) {
+  TORCH_CHECK_VALUE(bits >= 2 && bits <= 8, "quantization bit width must be an integer in [2, 8], got ", bits);
+}
+
 void check_bias(const c10::optional<at::Tensor>& bias, int64_t n) {
   if (bias.has_value()) check_vector(*bias, "bias", at::kFloat, n, false);
 }
@@ -144,7 +148,7 @@ at::Tensor quantize_affine_u8_cpu(const at::Tensor& x_in, const at::Tensor& x_mi
   const int64_t M = x_in.size(0), K = x_in.size(1);
   check_vector(x_min, "x_min", at::kFloat, M, true);
   check_vector(x_max, "x_max", at::kFloat, M, true);
-  TORCH_CHECK_VALUE(bits >= 2 && bits <= 8, "quantization bit width must be an integer in [2, 8], got ", bits);
+  check_bits(bits);
   const int64_t levels = (int64_t(1) << bits) - 1;
   // The step size of fq_plugin.quant.affine_scale, s = (x_max - x_min) / levels or 1 for a zero range: single
   // IEEE float operations, so bit-identical to the ATen ops (and cheaper per call than dispatching them).
@@ -178,7 +182,7 @@ at::Tensor fake_quantize_affine_cpu(const at::Tensor& x_in, const at::Tensor& x_
   check_vector(x_min_in, "x_min", at::kFloat, C, true);
   check_vector(scale_in, "scale", at::kFloat, C, true);
   TORCH_CHECK_VALUE(x_min_in.size(0) == scale_in.size(0), "x_min and scale must have the same shape");
-  TORCH_CHECK_VALUE(bits >= 2 && bits <= 8, "quantization bit width must be an integer in [2, 8], got ", bits);
+  check_bits(bits);
   const at::Tensor x = x_in.contiguous(), lo = x_min_in.contiguous(), scale = scale_in.contiguous();
   at::Tensor out = new_buffer(x.sizes(), at::kFloat);
   std::atomic<bool> nan{false};
@@ -235,10 +239,6 @@ Grid make_grid(const c10::optional<at::Tensor>& g, const char* name, int64_t buc
   grid.stride = keep.size(1) == 1 ? 0 : 1;
   grid.levels = static_cast<float>((int64_t(1) << bits) - 1);
   return grid;
-}
-
-void check_bits(int64_t bits) {
-  TORCH_CHECK_VALUE(bits >= 2 && bits <= 8, "quantization bit width must be an integer in [2, 8], got ", bits);
 }
 
 at::Tensor quantized_softmax_cpu(const at::Tensor& scores_in, const at::Tensor& mask_in,

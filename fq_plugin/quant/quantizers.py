@@ -237,9 +237,8 @@ class ActivationQuantizer(InferenceCache, Quantizer):
         (:func:`fq_plugin.ops.quantized_softmax`, ``quantized_layer_norm``); None while a bucket has no calibrated
         range (such a bucket passes values through, which those ops do not do). Cached like ``_frozen_grid``."""
         def build():
-            if not bool(self.initialized.all()):
-                return None
-            return torch.stack([self.x_min, affine_scale(self.x_min, self.x_max, self.bits)])
+            frozen = self._frozen_grid(None, (-1,))
+            return None if frozen is None else torch.stack(frozen)
         return self.inference_cached("inference_grid", (self.x_min, self.x_max, self.initialized), build)
 
     def _fused_grid(self, x):

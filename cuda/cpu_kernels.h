@@ -62,6 +62,15 @@ struct Kernels {
   void (*w1a1_gemm)(const int32_t* xbits, int64_t M, int64_t KW, int64_t K, const int32_t* wbits, int64_t n0,
                     int64_t n1, bool unsigned_act, const int32_t* xpop, const ScaleEpilogue& ep, float* out,
                     int64_t ldo);
+
+  // The epilogue of an int8 GEMM computed elsewhere (torch._int_mm), in place: rows [r0, r1) of acc [*, N] hold
+  // int32 dot products (shifted: of x - 128 with the weights, so 128 * ws[n] is added back) and are overwritten
+  // with the float outputs.
+  void (*int8_epilogue_rows)(int32_t* acc, bool shifted, int64_t N, int64_t r0, int64_t r1, const Int8Epilogue& ep);
+  // Rows [r0, r1) of sign words [*, KW] (and of a second plane w2, may be null) as int8 weights [*, K] for an int8
+  // GEMM: s = +-1, or s1 + s2 with two planes.
+  void (*expand_signs)(const uint32_t* w, const uint32_t* w2, int64_t KW, int64_t K, int64_t r0, int64_t r1,
+                       int8_t* out);
 };
 
 const Kernels& portable_kernels();
@@ -90,6 +99,16 @@ inline float int8_epilogue(const Int8Epilogue& ep, int64_t m, int64_t n, int32_t
 inline float scale_epilogue(const ScaleEpilogue& ep, int64_t m, int64_t n, int32_t dot) {
   float out = (ep.sx[m * ep.sx_stride] * ep.sw[n]) * static_cast<float>(dot);
   return ep.bias ? out + ep.bias[n] : out;
+}
+
+inline void expand_signs_scalar(const uint32_t* w, const uint32_t* w2, int64_t KW, int64_t K, int64_t r0, int64_t r1,
+                                int8_t* out) {
+  for (int64_t r = r0; r < r1; ++r)
+    for (int64_t k = 0; k < K; ++k) {
+      int v = 2 * static_cast<int>((w[r * KW + k / 32] >> (k % 32)) & 1u) - 1;
+      if (w2) v += 2 * static_cast<int>((w2[r * KW + k / 32] >> (k % 32)) & 1u) - 1;
+      out[r * K + k] = static_cast<int8_t>(v);
+    }
 }
 
 inline int64_t round_up(int64_t v, int64_t to) { return (v + to - 1) / to * to; }

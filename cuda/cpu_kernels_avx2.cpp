@@ -289,6 +289,18 @@ void pack_panel(const int8_t* w, int64_t K, int64_t xs, int64_t cols, int16_t* p
   }
 }
 
+// 8 outputs of the int8 epilogue (cpu_kernels.h) of row r; vb is ignored without a bias.
+inline __m256 epilogue8(const Int8Epilogue& ep, int64_t r, __m256 vsw, __m256 vzw, __m256 vws, __m256 vb,
+                        __m256i dot) {
+  const float sx = ep.sx[r * ep.sx_stride], zx = ep.zx[r * ep.zx_stride];
+  const __m256 vsx = _mm256_set1_ps(sx), vzx = _mm256_set1_ps(zx);
+  __m256 y = _mm256_mul_ps(_mm256_mul_ps(vsx, vsw), _mm256_cvtepi32_ps(dot));
+  y = _mm256_add_ps(y, _mm256_mul_ps(_mm256_mul_ps(vsx, vzw), _mm256_set1_ps(static_cast<float>(ep.rx[r]))));
+  y = _mm256_add_ps(y, _mm256_mul_ps(_mm256_mul_ps(vzx, vsw), vws));
+  y = _mm256_add_ps(y, _mm256_mul_ps(_mm256_set1_ps(ep.k * zx), vzw));
+  return ep.bias ? _mm256_add_ps(y, vb) : y;
+}
+
 template <int MR>
 void panel_tile(const int16_t* x, int64_t xs, const int16_t* panel, int64_t n, int64_t cols, int64_t m,
                 const Int8Epilogue& ep, float* out, int64_t ldo) {
@@ -329,14 +341,8 @@ void panel_tile(const int16_t* x, int64_t xs, const int16_t* panel, int64_t n, i
     const __m256 vws = _mm256_load_ps(ws), vb = _mm256_load_ps(bias);
     for (int i = 0; i < MR; ++i) {
       const int64_t r = m + i;
-      const float sx = ep.sx[r * ep.sx_stride], zx = ep.zx[r * ep.zx_stride];
-      const __m256 vsx = _mm256_set1_ps(sx), vzx = _mm256_set1_ps(zx);
       const __m256i acc = _mm256_load_si256(reinterpret_cast<const __m256i*>(sums[i][h]));
-      __m256 y = _mm256_mul_ps(_mm256_mul_ps(vsx, vsw), _mm256_cvtepi32_ps(acc));
-      y = _mm256_add_ps(y, _mm256_mul_ps(_mm256_mul_ps(vsx, vzw), _mm256_set1_ps(static_cast<float>(ep.rx[r]))));
-      y = _mm256_add_ps(y, _mm256_mul_ps(_mm256_mul_ps(vzx, vsw), vws));
-      y = _mm256_add_ps(y, _mm256_mul_ps(_mm256_set1_ps(ep.k * zx), vzw));
-      if (ep.bias) y = _mm256_add_ps(y, vb);
+      const __m256 y = epilogue8(ep, r, vsw, vzw, vws, vb, acc);
       float* o = out + r * ldo + c0;
       if (valid == 8) {
         _mm256_storeu_ps(o, y);
@@ -385,6 +391,28 @@ void int8_gemm(const uint8_t* xbuf, bool, int64_t M, int64_t K, const int8_t* w,
     int8_gemm_rows(x, xs, M, K, w, n0, n1, ep, out, ldo);
   else
     int8_gemm_panels(x, xs, M, K, w, n0, n1, ep, out, ldo);
+}
+
+// The epilogue of an int8 GEMM done elsewhere (torch._int_mm), in place: rows [r0, r1) of acc [*, N] (int32
+// dot products; shifted: of x - 128, so 128 * ws[n] is added back) become the float outputs in the same memory.
+void int8_epilogue_rows(int32_t* acc, bool shifted, int64_t N, int64_t r0, int64_t r1, const Int8Epilogue& ep) {
+  const int64_t n8 = N & ~int64_t(7);
+  for (int64_t r = r0; r < r1; ++r) {
+    int32_t* row = acc + r * N;
+    for (int64_t n = 0; n < n8; n += 8) {
+      const __m256i ws = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ep.ws + n));
+      __m256i dot = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + n));
+      if (shifted) dot = _mm256_add_epi32(dot, _mm256_slli_epi32(ws, 7));
+      const __m256 vb = ep.bias ? _mm256_loadu_ps(ep.bias + n) : _mm256_setzero_ps();
+      _mm256_storeu_ps(reinterpret_cast<float*>(row + n),
+                       epilogue8(ep, r, _mm256_loadu_ps(ep.sw + n), _mm256_loadu_ps(ep.zw + n),
+                                 _mm256_cvtepi32_ps(ws), vb, dot));
+    }
+    for (int64_t n = n8; n < N; ++n) {
+      const float y = int8_epilogue(ep, r, n, row[n] + (shifted ? 128 * ep.ws[n] : 0));
+      memcpy(row + n, &y, sizeof(y));
+    }
+  }
 }
 
 // ------------------------------------------------------------------------------------------------ W1A8
@@ -673,7 +701,8 @@ void w1a1_gemm(const int32_t* xbits, int64_t M, int64_t KW, int64_t K, const int
 }
 
 const Kernels kTable = {"avx2",    quantize_affine,  quantize_absmax, fake_quantize, int8_prep_stride, int8_prep,
-                        int8_gemm, w1a8_prep_stride, w1a8_prep,       w1a8_gemm,     w1a1_gemm};
+                        int8_gemm, w1a8_prep_stride, w1a8_prep,       w1a8_gemm,     w1a1_gemm, int8_epilogue_rows,
+                        expand_signs_scalar};
 
 }  // namespace
 

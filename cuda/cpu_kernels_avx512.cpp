@@ -196,6 +196,18 @@ __attribute__((always_inline)) inline void panel_dots(const uint8_t* x, int64_t 
   }
 }
 
+// 16 outputs of the int8 epilogue (cpu_kernels.h), one row (vsx, vzx, vrx, vkzx) x 16 columns, masked to cm.
+inline __m512 epilogue16(__m512 vsx, __m512 vzx, __m512 vrx, __m512 vkzx, const Int8Epilogue& ep, int64_t c0,
+                         __mmask16 cm, __m512i dot) {
+  const __m512 vsw = _mm512_maskz_loadu_ps(cm, ep.sw + c0), vzw = _mm512_maskz_loadu_ps(cm, ep.zw + c0);
+  const __m512 vws = _mm512_cvtepi32_ps(_mm512_maskz_loadu_epi32(cm, ep.ws + c0));
+  __m512 y = _mm512_mul_ps(_mm512_mul_ps(vsx, vsw), _mm512_cvtepi32_ps(dot));
+  y = _mm512_add_ps(y, _mm512_mul_ps(_mm512_mul_ps(vsx, vzw), vrx));
+  y = _mm512_add_ps(y, _mm512_mul_ps(_mm512_mul_ps(vzx, vsw), vws));
+  y = _mm512_add_ps(y, _mm512_mul_ps(vkzx, vzw));
+  return ep.bias ? _mm512_add_ps(y, _mm512_maskz_loadu_ps(cm, ep.bias + c0)) : y;
+}
+
 template <int MR, int NP>
 void panel_tile(const uint8_t* x, int64_t xs, const uint8_t* panels, int64_t panel_bytes, bool x_signed, int64_t n,
                 int64_t cols, int64_t m, const Int8Epilogue& ep, float* out, int64_t ldo) {
@@ -204,23 +216,16 @@ void panel_tile(const uint8_t* x, int64_t xs, const uint8_t* panels, int64_t pan
   for (int p = 0; p < NP; ++p) {
     const int64_t c0 = n + p * kPanel, valid = min64(kPanel, cols - p * kPanel);
     const __mmask16 cm = static_cast<__mmask16>((1u << valid) - 1);
-    const __m512 vsw = _mm512_maskz_loadu_ps(cm, ep.sw + c0), vzw = _mm512_maskz_loadu_ps(cm, ep.zw + c0);
-    const __m512i ws = _mm512_maskz_loadu_epi32(cm, ep.ws + c0);
-    const __m512 vws = _mm512_cvtepi32_ps(ws);
-    const __m512 vb = ep.bias ? _mm512_maskz_loadu_ps(cm, ep.bias + c0) : _mm512_setzero_ps();
     // Signed activations were stored as x + 128: remove 128 * (weight row sum), exactly.
-    const __m512i shift = x_signed ? _mm512_slli_epi32(ws, 7) : _mm512_setzero_si512();
+    const __m512i shift = x_signed ? _mm512_slli_epi32(_mm512_maskz_loadu_epi32(cm, ep.ws + c0), 7)
+                                   : _mm512_setzero_si512();
 #pragma GCC unroll 8
     for (int i = 0; i < MR; ++i) {
       const int64_t r = m + i;
-      const float sx = ep.sx[r * ep.sx_stride], zx = ep.zx[r * ep.zx_stride];
-      const __m512 vsx = _mm512_set1_ps(sx), vzx = _mm512_set1_ps(zx);
-      const __m512i dot = _mm512_sub_epi32(acc[i][p], shift);
-      __m512 y = _mm512_mul_ps(_mm512_mul_ps(vsx, vsw), _mm512_cvtepi32_ps(dot));
-      y = _mm512_add_ps(y, _mm512_mul_ps(_mm512_mul_ps(vsx, vzw), _mm512_set1_ps(static_cast<float>(ep.rx[r]))));
-      y = _mm512_add_ps(y, _mm512_mul_ps(_mm512_mul_ps(vzx, vsw), vws));
-      y = _mm512_add_ps(y, _mm512_mul_ps(_mm512_set1_ps(ep.k * zx), vzw));
-      if (ep.bias) y = _mm512_add_ps(y, vb);
+      const float zx = ep.zx[r * ep.zx_stride];
+      const __m512 y = epilogue16(_mm512_set1_ps(ep.sx[r * ep.sx_stride]), _mm512_set1_ps(zx),
+                                  _mm512_set1_ps(static_cast<float>(ep.rx[r])), _mm512_set1_ps(ep.k * zx), ep, c0, cm,
+                                  _mm512_sub_epi32(acc[i][p], shift));
       _mm512_mask_storeu_ps(out + r * ldo + c0, cm, y);
     }
   }
@@ -256,6 +261,23 @@ void int8_gemm_panels(const uint8_t* x, bool x_signed, int64_t M, int64_t K, con
     }
   }
   free(panels);
+}
+
+// The epilogue of an int8 GEMM done elsewhere (torch._int_mm), in place: rows [r0, r1) of acc [*, N] (int32
+// dot products; shifted: of x - 128, so 128 * ws[n] is added back) become the float outputs in the same memory.
+void int8_epilogue_rows(int32_t* acc, bool shifted, int64_t N, int64_t r0, int64_t r1, const Int8Epilogue& ep) {
+  for (int64_t r = r0; r < r1; ++r) {
+    const float zx = ep.zx[r * ep.zx_stride];
+    const __m512 vsx = _mm512_set1_ps(ep.sx[r * ep.sx_stride]), vzx = _mm512_set1_ps(zx);
+    const __m512 vrx = _mm512_set1_ps(static_cast<float>(ep.rx[r])), vkzx = _mm512_set1_ps(ep.k * zx);
+    int32_t* row = acc + r * N;
+    for (int64_t n = 0; n < N; n += 16) {
+      const __mmask16 cm = N - n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (N - n)) - 1);
+      __m512i dot = _mm512_maskz_loadu_epi32(cm, row + n);
+      if (shifted) dot = _mm512_add_epi32(dot, _mm512_slli_epi32(_mm512_maskz_loadu_epi32(cm, ep.ws + n), 7));
+      _mm512_mask_storeu_ps(reinterpret_cast<float*>(row + n), cm, epilogue16(vsx, vzx, vrx, vkzx, ep, n, cm, dot));
+    }
+  }
 }
 
 constexpr int64_t kPanelMinRows = 16;  // below this, repacking the weights costs more than it saves
@@ -452,6 +474,22 @@ void w1a8_gemm(const uint8_t* xbuf, const int32_t* xsum, int64_t M, int64_t K, c
   }
 }
 
+void expand_signs(const uint32_t* w, const uint32_t* w2, int64_t KW, int64_t K, int64_t r0, int64_t r1, int8_t* out) {
+  const __m512i one = _mm512_set1_epi8(1), minus_one = _mm512_set1_epi8(-1), two = _mm512_set1_epi8(2);
+  for (int64_t r = r0; r < r1; ++r)
+    for (int64_t k = 0; k < K; k += 64) {
+      const int64_t word = k / 32;
+      const uint64_t b1 = w[r * KW + word] | (word + 1 < KW ? uint64_t(w[r * KW + word + 1]) << 32 : 0);
+      const __mmask64 valid = K - k >= 64 ? ~__mmask64(0) : (__mmask64(1) << (K - k)) - 1;
+      __m512i v = _mm512_mask_blend_epi8(_cvtu64_mask64(b1), minus_one, one);
+      if (w2) {  // s1 + s2 = (s1 - 1) + 2 * b2
+        const uint64_t b2 = w2[r * KW + word] | (word + 1 < KW ? uint64_t(w2[r * KW + word + 1]) << 32 : 0);
+        v = _mm512_mask_add_epi8(_mm512_sub_epi8(v, one), _cvtu64_mask64(b2), _mm512_sub_epi8(v, one), two);
+      }
+      _mm512_mask_storeu_epi8(out + r * K + k, valid, v);
+    }
+}
+
 // ------------------------------------------------------------------------------------------------ W1A1
 
 template <int MR, int NR, bool AND>
@@ -518,8 +556,9 @@ bool fake_quantize(const float* x, int64_t C, int64_t r0, int64_t r1, const floa
   return avx2_kernels().fake_quantize(x, C, r0, r1, lo, scale, cs, levels, out);
 }
 
-const Kernels kTable = {"avx512-vnni", quantize_affine,  quantize_absmax, fake_quantize, int8_prep_stride, int8_prep,
-                        int8_gemm,     w1a8_prep_stride, w1a8_prep,       w1a8_gemm,     w1a1_gemm};
+const Kernels kTable = {"avx512-vnni",      quantize_affine,  quantize_absmax, fake_quantize, int8_prep_stride,
+                        int8_prep,          int8_gemm,        w1a8_prep_stride, w1a8_prep,   w1a8_gemm,
+                        w1a1_gemm,          int8_epilogue_rows, expand_signs};
 
 }  // namespace
 

@@ -375,6 +375,64 @@ std::tuple<at::Tensor, at::Tensor> quantize_absmax_i8_cpu(const at::Tensor& x_in
 
 const float kZero = 0.f;
 
+// Row r of x_q (unsigned codes, or signed ones) as the signed operand of torch._int_mm in row r of a (unsigned
+// codes are shifted to x - 128; signed ones are used as they are, a is x_q); returns the exact sum of row r of x_q.
+int32_t signed_codes(const at::Tensor& x_q, bool x_signed, int64_t r, const at::Tensor& a) {
+  const int64_t K = x_q.size(1);
+  int32_t sum = 0;
+  if (x_signed) {
+    const int8_t* src = x_q.data_ptr<int8_t>() + r * K;
+    for (int64_t k = 0; k < K; ++k) sum += src[k];
+  } else {
+    const uint8_t* src = x_q.data_ptr<uint8_t>() + r * K;
+    int8_t* dst = a.data_ptr<int8_t>() + r * K;
+    for (int64_t k = 0; k < K; ++k) {
+      sum += src[k];
+      dst[k] = static_cast<int8_t>(src[k] ^ 0x80u);
+    }
+  }
+  return sum;
+}
+
+// Who multiplies int8 matrices: torch._int_mm (oneDNN) followed by our epilogue, or our own kernels. oneDNN is
+// faster on AVX-512 VNNI CPUs at every Transformer shape, and on AVX2 CPUs from 64 rows on (BENCHMARKS.md).
+enum Int8Gemm : int { kGemmAuto, kGemmKernels, kGemmIntMm };
+const char* const kInt8GemmNames[] = {"auto", "kernels", "int_mm"};
+std::atomic<int> g_int8_gemm{kGemmAuto};
+
+std::string set_int8_gemm(const std::string& name) {
+  for (int i = 0; i < 3; ++i)
+    if (name == kInt8GemmNames[i]) {
+      g_int8_gemm.store(i);
+      return name;
+    }
+  throw pybind11::value_error("unknown int8 GEMM '" + name + "' (choose from auto, kernels, int_mm)");
+}
+
+// With the setting auto: torch._int_mm from avx512_rows rows on on the AVX-512 path, from avx2_rows on the AVX2 path
+// (0: never).
+bool use_int_mm(const Kernels& kr, int64_t M, int64_t K, int64_t avx512_rows, int64_t avx2_rows) {
+  const int mode = g_int8_gemm.load();
+  if (K == 0 || mode == kGemmKernels) return false;
+  if (mode == kGemmIntMm) return true;
+  const int64_t rows = std::strcmp(kr.name, "avx512-vnni") == 0 ? avx512_rows
+                       : std::strcmp(kr.name, "avx2") == 0      ? avx2_rows
+                                                                : 0;
+  return rows > 0 && M >= rows;
+}
+
+// out (float [M, N]) = the epilogue ep of torch._int_mm(a, w.t()) (a int8 [M, K], w int8 [N, K]), the int32
+// products written into out's memory and converted in place; shifted: a holds unsigned codes minus 128.
+void int_mm_into(const Kernels& kr, const at::Tensor& a, const at::Tensor& w, bool shifted,
+                 const fq_cpu::Int8Epilogue& ep, at::Tensor& out) {
+  const int64_t M = out.size(0), N = out.size(1);
+  at::Tensor acc = out.view(at::kInt);
+  at::_int_mm_out(acc, a, w.t());
+  at::parallel_for(0, M, grain_for(N * 16), [&](int64_t r0, int64_t r1) {
+    kr.int8_epilogue_rows(acc.data_ptr<int32_t>(), shifted, N, r0, r1, ep);
+  });
+}
+
 at::Tensor int8_linear_impl(const at::Tensor& x_q_in, bool x_signed, const at::Tensor& x_scale_in,
                             const at::Tensor* x_zero_in, const at::Tensor& w_q_in, const at::Tensor& w_scale_in,
                             const at::Tensor& w_zero_in, const at::Tensor& w_sum_in,
@@ -401,18 +459,30 @@ at::Tensor int8_linear_impl(const at::Tensor& x_q_in, bool x_signed, const at::T
   if (M == 0 || N == 0) return out;
 
   const Kernels& kr = kernels();
-  const int64_t stride = kr.int8_prep_stride(K);
-  at::Tensor xbuf = new_buffer({M * stride}, at::kByte);
+  const bool int_mm = use_int_mm(kr, M, K, 1, 64);
   at::Tensor rx = new_buffer({M}, at::kInt);
-  at::parallel_for(0, M, grain_for(K * 8), [&](int64_t r0, int64_t r1) {
-    kr.int8_prep(x_q.data_ptr(), x_signed, K, r0, r1, xbuf.data_ptr<uint8_t>(), rx.data_ptr<int32_t>());
-  });
+  at::Tensor xbuf;  // our kernels' activation layout, or the signed operand of torch._int_mm
+  if (int_mm) {
+    xbuf = x_signed ? x_q : new_buffer({M, K}, at::kChar);
+    at::parallel_for(0, M, grain_for(K * 8), [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) rx.data_ptr<int32_t>()[r] = signed_codes(x_q, x_signed, r, xbuf);
+    });
+  } else {
+    xbuf = new_buffer({M * kr.int8_prep_stride(K)}, at::kByte);
+    at::parallel_for(0, M, grain_for(K * 8), [&](int64_t r0, int64_t r1) {
+      kr.int8_prep(x_q.data_ptr(), x_signed, K, r0, r1, xbuf.data_ptr<uint8_t>(), rx.data_ptr<int32_t>());
+    });
+  }
   fq_cpu::Int8Epilogue ep{x_scale.data_ptr<float>(), x_scale.size(0) == 1 ? 0 : 1,
                           x_zero.defined() ? x_zero.data_ptr<float>() : &kZero,
                           x_zero.defined() && x_zero.size(0) != 1 ? 1 : 0,
                           rx.data_ptr<int32_t>(), w_scale.data_ptr<float>(), w_zero.data_ptr<float>(),
                           w_sum.data_ptr<int32_t>(), bias.defined() ? bias.data_ptr<float>() : nullptr,
                           static_cast<float>(K)};
+  if (int_mm) {
+    int_mm_into(kr, xbuf, w_q, !x_signed, ep, out);
+    return out;
+  }
   constexpr int64_t kBlock = 48;  // a multiple of every path's register tile and panel width
   const int64_t blocks = (N + kBlock - 1) / kBlock;
   at::parallel_for(0, blocks, grain_for(M * kBlock * K), [&](int64_t b0, int64_t b1) {
@@ -464,6 +534,8 @@ at::Tensor pack_signs_cpu(const at::Tensor& x_in) {
   return out;
 }
 
+constexpr int64_t kW1A8IntMmRows = 16;  // below this, our W1A8 kernels (8x fewer weight bytes) are faster
+
 at::Tensor binary_linear_w1a8_cpu(const at::Tensor& x_q_in, const at::Tensor& x_scale_in, const at::Tensor& w_bits_in,
                                   const at::Tensor& w_scale_in, const c10::optional<at::Tensor>& bias_in, int64_t K,
                                   int64_t planes) {
@@ -489,6 +561,23 @@ at::Tensor binary_linear_w1a8_cpu(const at::Tensor& x_q_in, const at::Tensor& x_
   if (M == 0 || N == 0) return out;
 
   const Kernels& kr = kernels();
+  const int32_t* bits = w_bits.data_ptr<int32_t>();
+  if (use_int_mm(kr, M, K, kW1A8IntMmRows, 0)) {  // the signs as int8 weights, then an int8 GEMM
+    at::Tensor w = new_buffer({N, K}, at::kChar);
+    at::parallel_for(0, N, grain_for(K), [&](int64_t r0, int64_t r1) {
+      kr.expand_signs(reinterpret_cast<const uint32_t*>(bits),
+                      planes == 2 ? reinterpret_cast<const uint32_t*>(bits + N * KW) : nullptr, KW, K, r0, r1,
+                      w.data_ptr<int8_t>());
+    });
+    // The affine epilogue with zero points 0 is (sx * sw) * dot + bias, the W1A8 epilogue.
+    const at::Tensor zw = at::zeros({N}, at::kFloat), ws = at::zeros({N}, at::kInt), rx = at::zeros({M}, at::kInt);
+    const fq_cpu::Int8Epilogue ep{x_scale.data_ptr<float>(), x_scale.size(0) == 1 ? 0 : 1, &kZero, 0,
+                                  rx.data_ptr<int32_t>(), w_scale.data_ptr<float>(), zw.data_ptr<float>(),
+                                  ws.data_ptr<int32_t>(), bias.defined() ? bias.data_ptr<float>() : nullptr,
+                                  static_cast<float>(K)};
+    int_mm_into(kr, x_q, w, false, ep, out);
+    return out;
+  }
   const int64_t stride = kr.w1a8_prep_stride(K);
   at::Tensor xbuf = new_buffer({M * stride}, at::kByte);
   at::Tensor xsum = new_buffer({M}, at::kInt);
@@ -500,8 +589,7 @@ at::Tensor binary_linear_w1a8_cpu(const at::Tensor& x_q_in, const at::Tensor& x_
   constexpr int64_t kBlock = 48;  // a multiple of every path's register tile and panel width
   const int64_t blocks = (N + kBlock - 1) / kBlock;
   at::parallel_for(0, blocks, grain_for(M * kBlock * K), [&](int64_t b0, int64_t b1) {
-    kr.w1a8_gemm(xbuf.data_ptr<uint8_t>(), xsum.data_ptr<int32_t>(), M, K, w_bits.data_ptr<int32_t>(),
-                 planes == 2 ? w_bits.data_ptr<int32_t>() + N * KW : nullptr, b0 * kBlock, std::min(N, b1 * kBlock),
+    kr.w1a8_gemm(xbuf.data_ptr<uint8_t>(), xsum.data_ptr<int32_t>(), M, K, bits, planes == 2 ? bits + N * KW : nullptr, b0 * kBlock, std::min(N, b1 * kBlock),
                  ep, out.data_ptr<float>(), N);
   });
   return out;
@@ -589,6 +677,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("set_cpu_isa", &set_cpu_isa, "Select a CPU path: auto, portable, avx2, avx512-vnni (alias avx512)");
   m.def("cpu_isa", [] { return std::string(kernels().name); }, "Name of the selected CPU path");
   m.def("supported_cpu_isas", &supported_cpu_isas, "CPU paths this machine can run, most portable first");
+  m.def("set_int8_gemm", &set_int8_gemm, "Who multiplies int8 matrices on the CPU: auto, kernels, int_mm");
+  m.def("int8_gemm", [] { return std::string(kInt8GemmNames[g_int8_gemm.load()]); }, "The int8 GEMM setting");
   m.def("has_cuda", [] {
 #if defined(FQ_WITH_CUDA)
     return true;

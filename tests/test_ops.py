@@ -1,4 +1,5 @@
 """Low-bit ops: every kernel path against the pure-PyTorch reference, bad input, dispatch, CUDA sources."""
+import contextlib
 import glob
 import os
 import shutil
@@ -27,10 +28,9 @@ def _seed():
     torch.manual_seed(0)
 
 
-@pytest.fixture(params=["reference"] + ISAS)
-def path(request):
-    """The implementation under test: the registered reference op, or one forced C++ CPU path."""
-    name = request.param
+@contextlib.contextmanager
+def forced_path(name, int8_gemm="auto"):
+    """Run on the registered reference op, or on one forced C++ CPU path (and int8 GEMM setting)."""
     if name == "reference":
         yield name
         return
@@ -38,10 +38,30 @@ def path(request):
         pytest.skip(f"C++ extension not loaded: {ops.backend_info()['cause']}")
     if name not in ops.backend_info()["cpu_paths"]:
         pytest.skip(f"this CPU cannot run the {name} path (has {ops.backend_info()['cpu_paths']})")
-    before = ops.backend_info()["cpu"]
+    before = ops.backend_info()
     ops.set_cpu_isa(name)
-    yield name
-    ops.set_cpu_isa(before)
+    ops.set_int8_gemm(int8_gemm)
+    try:
+        yield name
+    finally:
+        ops.set_cpu_isa(before["cpu"])
+        ops.set_int8_gemm(before["int8_gemm"])
+
+
+@pytest.fixture(params=["reference"] + ISAS)
+def path(request):
+    """The implementation under test: the registered reference op, or one forced C++ CPU path."""
+    with forced_path(request.param) as name:
+        yield name
+
+
+@pytest.fixture(params=["reference"] + [f"{isa}/{gemm}" for isa in ISAS for gemm in ("kernels", "int_mm")])
+def int8_path(request):
+    """As ``path``, and who multiplies int8 matrices (int8 and W1A8 ops): our kernels, or torch._int_mm then the
+    path's epilogue."""
+    name, _, gemm = request.param.partition("/")
+    with forced_path(name, gemm or "auto") as name:
+        yield name
 
 
 def run(path, fn, *args):
@@ -86,19 +106,19 @@ def assert_epilogue_close(out, expected, magnitude):
 # ------------------------------------------------------------------------------------------------ int8 GEMM
 
 @pytest.mark.parametrize("m,n,k", SHAPES)
-def test_int8_linear_integer_part_is_exact(path, m, n, k):
+def test_int8_linear_integer_part_is_exact(int8_path, m, n, k):
     x_q, _, _, w_q, *_ = affine_operands(m, n, k)
-    out = run(path, ops.int8_linear, x_q, torch.ones(1), torch.zeros(1), w_q, torch.ones(n), torch.zeros(n),
+    out = run(int8_path, ops.int8_linear, x_q, torch.ones(1), torch.zeros(1), w_q, torch.ones(n), torch.zeros(n),
               w_q.sum(1, dtype=torch.int32), None)
     assert torch.equal(out, exact_dot(x_q, w_q).to(torch.float32))
 
 
 @pytest.mark.parametrize("m,n,k", SHAPES)
 @pytest.mark.parametrize("per_row", [True, False])
-def test_int8_linear_matches_reference(path, m, n, k, per_row):
+def test_int8_linear_matches_reference(int8_path, m, n, k, per_row):
     args = affine_operands(m, n, k, x_ranges=per_row)
     x_q, sx, zx, w_q, sw, zw, ws, bias = args
-    out = run(path, ops.int8_linear, *args)
+    out = run(int8_path, ops.int8_linear, *args)
     a = exact_dot(x_q, w_q).double()
     rx = x_q.double().sum(1, keepdim=True)
     sx, zx = sx.double()[:, None], zx.double()[:, None]
@@ -112,14 +132,14 @@ def test_int8_linear_matches_reference(path, m, n, k, per_row):
 
 
 @pytest.mark.parametrize("m,n,k", SHAPES)
-def test_int8_linear_symmetric_matches_reference(path, m, n, k):
+def test_int8_linear_symmetric_matches_reference(int8_path, m, n, k):
     x_q = torch.randint(-128, 128, (m, k), dtype=torch.int8)
     w_q = torch.randint(-128, 128, (n, k), dtype=torch.int8)
     sx, sw, zw, bias = torch.rand(m) + 0.01, torch.rand(n) * 0.1, torch.randn(n) * 0.1, torch.randn(n)
     ws = w_q.sum(1, dtype=torch.int32)
-    exact_int = run(path, ops.int8_linear_symmetric, x_q, torch.ones(m), w_q, torch.ones(n), torch.zeros(n), ws, None)
+    exact_int = run(int8_path, ops.int8_linear_symmetric, x_q, torch.ones(m), w_q, torch.ones(n), torch.zeros(n), ws, None)
     assert torch.equal(exact_int, exact_dot(x_q, w_q).to(torch.float32))
-    out = run(path, ops.int8_linear_symmetric, x_q, sx, w_q, sw, zw, ws, bias)
+    out = run(int8_path, ops.int8_linear_symmetric, x_q, sx, w_q, sw, zw, ws, bias)
     a, rx = exact_dot(x_q, w_q).double(), x_q.double().sum(1, keepdim=True)
     terms = (sx.double()[:, None] * sw.double() * a, sx.double()[:, None] * zw.double() * rx, bias.double())
     assert_epilogue_close(out, sum(terms), sum(t.abs() for t in terms))
@@ -232,37 +252,37 @@ def test_pack_signs_round_trip(path, m, k):
 
 
 @pytest.mark.parametrize("m,n,k", BINARY_SHAPES)
-def test_binary_linear_w1a8_matches_reference(path, m, n, k):
+def test_binary_linear_w1a8_matches_reference(int8_path, m, n, k):
     x_q = torch.randint(-128, 128, (m, k), dtype=torch.int8)
     w = torch.randn(n, k)
     w_bits = ref.pack_signs(w)
     exact = exact_dot(x_q, torch.where(w > 0, 1, -1))
-    out_int = run(path, ops.binary_linear_w1a8, x_q, torch.ones(1), w_bits, torch.ones(n), None, k)
+    out_int = run(int8_path, ops.binary_linear_w1a8, x_q, torch.ones(1), w_bits, torch.ones(n), None, k)
     assert torch.equal(out_int, exact.to(torch.float32))
     sx, sw, bias = torch.rand(m) + 0.01, torch.rand(n) + 0.01, torch.randn(n)
-    out = run(path, ops.binary_linear_w1a8, x_q, sx, w_bits, sw, bias, k)
+    out = run(int8_path, ops.binary_linear_w1a8, x_q, sx, w_bits, sw, bias, k)
     terms = (sx.double()[:, None] * sw.double() * exact.double(), bias.double())
     assert_epilogue_close(out, sum(terms), sum(t.abs() for t in terms))
 
 
 @pytest.mark.parametrize("m,n,k", BINARY_SHAPES)
-def test_binary_linear_w1a8_two_planes_match_reference(path, m, n, k):
+def test_binary_linear_w1a8_two_planes_match_reference(int8_path, m, n, k):
     """planes=2 (a ternary weight as two sign planes with one scale per row): the dots of both planes are summed
     before the epilogue, on every path; the AVX2 batched kernel runs them as one panel of {-1, 0, 1} bytes."""
     x_q = torch.randint(-128, 128, (m, k), dtype=torch.int8)
     t = torch.randint(-1, 2, (n, k))
     w_bits = torch.cat([ref.pack_signs(t >= 0), ref.pack_signs(t > 0)])  # (s1 + s2) / 2 = t
     exact = 2 * exact_dot(x_q, t)
-    out_int = run(path, ops.binary_linear_w1a8, x_q, torch.ones(1), w_bits, torch.ones(n), None, k, 2)
+    out_int = run(int8_path, ops.binary_linear_w1a8, x_q, torch.ones(1), w_bits, torch.ones(n), None, k, 2)
     assert torch.equal(out_int, exact.to(torch.float32))
     sx, sw, bias = torch.rand(m) + 0.01, torch.rand(n) + 0.01, torch.randn(n)
-    out = run(path, ops.binary_linear_w1a8, x_q, sx, w_bits, sw, bias, k, 2)
+    out = run(int8_path, ops.binary_linear_w1a8, x_q, sx, w_bits, sw, bias, k, 2)
     terms = (sx.double()[:, None] * sw.double() * exact.double(), bias.double())
     assert_epilogue_close(out, sum(terms), sum(t.abs() for t in terms))
     # Planes that are not a ternary weight (split binary: independent signs) are summed all the same.
     w_bits = ref.pack_signs(torch.randn(2 * n, k))
     signs = torch.where(ref.unpack_signs(w_bits, k) > 0, 1, -1)
-    out = run(path, ops.binary_linear_w1a8, x_q, torch.ones(1), w_bits, torch.ones(n), None, k, 2)
+    out = run(int8_path, ops.binary_linear_w1a8, x_q, torch.ones(1), w_bits, torch.ones(n), None, k, 2)
     assert torch.equal(out, exact_dot(x_q, signs[:n] + signs[n:]).to(torch.float32))
 
 
@@ -282,7 +302,7 @@ def test_binary_linear_w1a8_refuses_bad_plane_counts(call):
 
 
 @pytest.mark.parametrize("x_value", [127, -128])
-def test_binary_linear_w1a8_extreme_values_do_not_overflow(path, x_value):
+def test_binary_linear_w1a8_extreme_values_do_not_overflow(int8_path, x_value):
     """Largest partial sums: every activation at one end of int8, long rows of equal signs (the AVX2 kernel sums
     products in 16-bit lanes for a while before widening), enough rows for every kernel's batched path."""
     m, n, k = 9, 40, 4096
@@ -291,12 +311,12 @@ def test_binary_linear_w1a8_extreme_values_do_not_overflow(path, x_value):
     w = torch.ones(n, k)
     w[n // 2:] = -1
     w[3, ::5] = -1
-    out = run(path, ops.binary_linear_w1a8, x_q, torch.ones(1), ref.pack_signs(w), torch.ones(n), None, k)
+    out = run(int8_path, ops.binary_linear_w1a8, x_q, torch.ones(1), ref.pack_signs(w), torch.ones(n), None, k)
     assert torch.equal(out, exact_dot(x_q, w.long()).to(torch.float32))
     t = w.clone()
     t[:, 1::7] = 0  # ternary: panels of {-1, 0, 1} bytes, the same 16-bit bound
     planes = torch.cat([ref.pack_signs(t >= 0), ref.pack_signs(t > 0)])
-    out = run(path, ops.binary_linear_w1a8, x_q, torch.ones(1), planes, torch.ones(n), None, k, 2)
+    out = run(int8_path, ops.binary_linear_w1a8, x_q, torch.ones(1), planes, torch.ones(n), None, k, 2)
     assert torch.equal(out, 2 * exact_dot(x_q, t.long()).to(torch.float32))
 
 
@@ -559,7 +579,7 @@ _SUBPROCESS = """
 import warnings, torch
 import fq_plugin.ops as ops
 from fq_plugin.ops import reference as ref
-print("INFO", ops.backend_info()["cpu"], ops.extension_available())
+print("INFO", ops.backend_info()["cpu"], ops.extension_available(), ops.backend_info()["int8_gemm"])
 torch.manual_seed(0)
 x = torch.randn(5, 70)
 bits, wb = ops.pack_signs(x), ops.pack_signs(torch.randn(6, 70))
@@ -586,22 +606,28 @@ def _run_python(code, **env):
 def test_disabled_extension_uses_reference_and_warns_once():
     proc = _run_python(_SUBPROCESS, FQ_PLUGIN_DISABLE_EXT="1")
     assert proc.returncode == 0, proc.stderr
-    assert "INFO reference False" in proc.stdout and "OK" in proc.stdout
+    assert "INFO reference False reference" in proc.stdout and "OK" in proc.stdout
     assert proc.stderr.count("C++ extension disabled by FQ_PLUGIN_DISABLE_EXT=1") == 1, proc.stderr
 
 
 def test_cpu_path_forced_by_environment(monkeypatch):
     if not ops.extension_available():
         pytest.skip(f"C++ extension not loaded: {ops.backend_info()['cause']}")
-    proc = _run_python(_SUBPROCESS, FQ_PLUGIN_CPU_ISA="portable")
+    proc = _run_python(_SUBPROCESS, FQ_PLUGIN_CPU_ISA="portable", FQ_PLUGIN_INT8_GEMM="int_mm")
     assert proc.returncode == 0, proc.stderr
-    assert "INFO portable True" in proc.stdout and "OK" in proc.stdout
+    assert "INFO portable True int_mm" in proc.stdout and "OK" in proc.stdout
     assert "C++ extension" not in proc.stderr
     best = ops.backend_info()["cpu_paths"][-1]
-    monkeypatch.setenv("FQ_PLUGIN_CPU_ISA", "sse9")  # what the module does at import, with a bad value
-    with pytest.warns(RuntimeWarning, match="FQ_PLUGIN_CPU_ISA=sse9 ignored: unknown CPU path 'sse9'"):
-        ops._ext._select_isa_from_env()
-    assert ops.backend_info()["cpu"] == best
+    monkeypatch.setenv("FQ_PLUGIN_CPU_ISA", "sse9")  # what the module does at import, with bad values
+    monkeypatch.setenv("FQ_PLUGIN_INT8_GEMM", "blas")
+    with pytest.warns(RuntimeWarning) as warned:
+        ops._ext._settings_from_env()
+    messages = [str(w.message) for w in warned]
+    assert any("FQ_PLUGIN_CPU_ISA=sse9 ignored: unknown CPU path 'sse9'" in m for m in messages), messages
+    assert any("FQ_PLUGIN_INT8_GEMM=blas ignored: unknown int8 GEMM 'blas'" in m for m in messages), messages
+    assert ops.backend_info()["cpu"] == best and ops.backend_info()["int8_gemm"] == "auto"
+    with pytest.raises(ValueError, match="unknown int8 GEMM"):
+        ops.set_int8_gemm("blas")
     with pytest.raises(ValueError, match="unknown CPU path"):
         ops.set_cpu_isa("sse9")
     if "avx512-vnni" in ops.backend_info()["cpu_paths"]:

@@ -4,7 +4,8 @@ Every op is a ``torch.library`` custom op ``torch.ops.fq_plugin.<name>``. When t
 ``fq_plugin._C`` is built its C++ kernels serve CPU tensors (runtime choice of AVX-512 VNNI, AVX2 or
 portable code) and its CUDA kernels serve CUDA tensors; the pure-PyTorch reference
 (:mod:`fq_plugin.ops.reference`) is registered for every other case, so the ops work everywhere.
-``FQ_PLUGIN_DISABLE_EXT=1`` forces the reference, ``FQ_PLUGIN_CPU_ISA=portable|avx2|avx512`` a lower CPU path.
+``FQ_PLUGIN_DISABLE_EXT=1`` forces the reference, ``FQ_PLUGIN_CPU_ISA=portable|avx2|avx512`` a lower CPU path,
+``FQ_PLUGIN_INT8_GEMM=kernels|int_mm`` who multiplies int8 matrices (see :func:`set_int8_gemm`).
 
 The public functions below validate their arguments (clear ``TypeError``/``ValueError``) and call the op.
 """
@@ -16,7 +17,7 @@ from .reference import MAX_K, pack_ternary, unpack_ternary, words_for
 __all__ = ["quantize_affine_u8", "quantize_absmax_i8", "fake_quantize_affine", "int8_linear", "int8_linear_symmetric",
            "pack_signs", "unpack_signs", "binary_linear_w1a8", "binary_linear_w1a1", "pack_ternary", "unpack_ternary",
            "quantized_softmax", "quantized_layer_norm",
-           "extension_available", "backend_info", "set_cpu_isa", "words_for", "SCHEMAS"]
+           "extension_available", "backend_info", "set_cpu_isa", "set_int8_gemm", "words_for", "SCHEMAS"]
 
 # One schema per op; the C++ extension defines the same strings (tests compare them).
 SCHEMAS = {
@@ -108,14 +109,16 @@ def backend_info() -> dict:
 
     Returns:
         dict with ``extension`` (bool), ``cause`` (why not, or None), ``cpu`` (the selected CPU path:
-        ``avx512-vnni``, ``avx2``, ``portable`` or ``reference``), ``cpu_paths`` (paths this CPU can run)
-        and ``cuda`` (whether CUDA kernels were built).
+        ``avx512-vnni``, ``avx2``, ``portable`` or ``reference``), ``cpu_paths`` (paths this CPU can run),
+        ``int8_gemm`` (the :func:`set_int8_gemm` setting, or ``reference``) and ``cuda`` (whether CUDA kernels
+        were built).
     """
     mod = _ext.module()
     if mod is None:
-        return {"extension": False, "cause": _ext.cause(), "cpu": "reference", "cpu_paths": [], "cuda": False}
+        return {"extension": False, "cause": _ext.cause(), "cpu": "reference", "cpu_paths": [],
+                "int8_gemm": "reference", "cuda": False}
     return {"extension": True, "cause": None, "cpu": mod.cpu_isa(), "cpu_paths": list(mod.supported_cpu_isas()),
-            "cuda": bool(mod.has_cuda())}
+            "int8_gemm": mod.int8_gemm(), "cuda": bool(mod.has_cuda())}
 
 
 def set_cpu_isa(name: str) -> str:
@@ -129,6 +132,20 @@ def set_cpu_isa(name: str) -> str:
     if mod is None:
         raise RuntimeError(f"fq_plugin C++ extension {_ext.cause()}; no CPU path to select")
     return mod.set_cpu_isa(name)
+
+
+def set_int8_gemm(name: str) -> str:
+    """Who multiplies int8 matrices on the CPU (``int8_linear``, ``int8_linear_symmetric``): ``int_mm``
+    (``torch._int_mm``, oneDNN, then our epilogue), ``kernels`` (our own), or ``auto``: ``int_mm`` on the
+    AVX-512 VNNI path, and on the AVX2 path from 64 rows on, where it is faster (BENCHMARKS.md).
+
+    Returns:
+        ``name``. Raises ``ValueError`` for an unknown name and ``RuntimeError`` without the extension.
+    """
+    mod = _ext.module()
+    if mod is None:
+        raise RuntimeError(f"fq_plugin C++ extension {_ext.cause()}; no int8 GEMM to select")
+    return mod.set_int8_gemm(name)
 
 
 # ---------------------------------------------------------------------------------------------------------

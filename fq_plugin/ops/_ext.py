@@ -5,6 +5,7 @@ import warnings
 
 _STATE = {"module": None, "cause": None, "warned": False}
 ISA_ENV = "FQ_PLUGIN_CPU_ISA"
+INT8_GEMM_ENV = "FQ_PLUGIN_INT8_GEMM"
 DISABLE_ENV = "FQ_PLUGIN_DISABLE_EXT"
 
 
@@ -25,17 +26,18 @@ def _load():
         _STATE["warned"] = True
         warnings.warn(f"fq_plugin C++ extension {_STATE['cause']}; low-bit ops use the slow pure-PyTorch "
                       "reference", RuntimeWarning, stacklevel=3)
-    _select_isa_from_env()
+    _settings_from_env()
 
 
-def _select_isa_from_env():
-    isa = os.environ.get(ISA_ENV)
-    if not isa or _STATE["module"] is None:
-        return
-    try:
-        _STATE["module"].set_cpu_isa(isa)
-    except (ValueError, RuntimeError) as e:
-        warnings.warn(f"{ISA_ENV}={isa} ignored: {e}", RuntimeWarning, stacklevel=3)
+def _settings_from_env():
+    for env, setter in ((ISA_ENV, "set_cpu_isa"), (INT8_GEMM_ENV, "set_int8_gemm")):
+        value = os.environ.get(env)
+        if not value or _STATE["module"] is None:
+            continue
+        try:
+            getattr(_STATE["module"], setter)(value)
+        except (ValueError, RuntimeError) as e:
+            warnings.warn(f"{env}={value} ignored: {e}", RuntimeWarning, stacklevel=3)
 
 
 def module():

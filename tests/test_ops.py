@@ -137,7 +137,8 @@ def test_int8_linear_symmetric_matches_reference(int8_path, m, n, k):
     w_q = torch.randint(-128, 128, (n, k), dtype=torch.int8)
     sx, sw, zw, bias = torch.rand(m) + 0.01, torch.rand(n) * 0.1, torch.randn(n) * 0.1, torch.randn(n)
     ws = w_q.sum(1, dtype=torch.int32)
-    exact_int = run(int8_path, ops.int8_linear_symmetric, x_q, torch.ones(m), w_q, torch.ones(n), torch.zeros(n), ws, None)
+    exact_int = run(int8_path, ops.int8_linear_symmetric, x_q, torch.ones(m), w_q, torch.ones(n), torch.zeros(n), ws,
+                    None)
     assert torch.equal(exact_int, exact_dot(x_q, w_q).to(torch.float32))
     out = run(int8_path, ops.int8_linear_symmetric, x_q, sx, w_q, sw, zw, ws, bias)
     a, rx = exact_dot(x_q, w_q).double(), x_q.double().sum(1, keepdim=True)

@@ -328,10 +328,11 @@ at::Tensor quantized_layer_norm_cpu(const at::Tensor& x_in, const at::Tensor& we
   const float *xp = x.data_ptr<float>(), *mean = means.data_ptr<float>();
   float* sq = squares.data_ptr<float>();
   at::parallel_for(0, M, grain_for(2 * C), [&](int64_t r0, int64_t r1) {
-    for (int64_t i = r0 * C; i < r1 * C; ++i) {
-      op[i] = xp[i] - mean[i / C];
-      sq[i] = op[i] * op[i];
-    }
+    for (int64_t r = r0; r < r1; ++r)
+      for (int64_t i = r * C; i < (r + 1) * C; ++i) {
+        op[i] = xp[i] - mean[r];
+        sq[i] = op[i] * op[i];
+      }
   });
   const at::Tensor dens = at::sqrt(squares.mean(-1) + eps);  // ATen's sqrt: not always correctly rounded
   const float* den_value = dens.data_ptr<float>();

@@ -79,6 +79,69 @@ def test_encoder_decoder_attention_caches_static_keys():
     torch.testing.assert_close(torch.cat(steps), full, atol=1e-5, rtol=1e-5)
 
 
+def _beam_decode(module, beam_size, dec, enc, pad, new_order):
+    """Four decoding steps of 2 sentences x 3 hypotheses; before step 2 the hypotheses are reordered (fairseq's
+    reorder_incremental_state) to ``new_order``, fewer rows as sentences finish."""
+    module.set_beam_size(beam_size)
+    state, outputs, rows = {}, [], torch.arange(6)
+    for t in range(4):
+        if t == 2:
+            module.reorder_incremental_state(state, new_order)
+            rows = rows[new_order]
+        encoder_out = enc[:, rows]  # one tensor as key and value, as fairseq's decoder layer passes it
+        outputs.append(module(dec[t:t + 1, rows], encoder_out, encoder_out, key_padding_mask=pad[rows],
+                              static_kv=True, incremental_state=state)[0])
+    return outputs, module._get_input_buffer(state)["prev_key"].shape[0]
+
+
+@pytest.mark.parametrize("new_order,cached_rows", [([5, 3, 4], 1), ([0, 1, 2, 4, 3, 3], 2), ([4, 1], 2)])
+def test_beam_hypotheses_share_one_encoder_key_copy_per_sentence(new_order, cached_rows):
+    """One cached row per sentence while whole groups of hypotheses remain (sentence 0 finished; a reordering
+    within sentences), one per hypothesis otherwise; the outputs are those of per-hypothesis attention."""
+    ref, quant = _attention_pair(encoder_decoder_attention=True)
+    enc = torch.randn(7, 2, 16).repeat_interleave(3, dim=1)  # fairseq's generator repeats each sentence per beam
+    pad = torch.zeros(2, 7, dtype=torch.bool)
+    pad[1, 4:] = True
+    pad = pad.repeat_interleave(3, dim=0)
+    dec = torch.randn(4, 6, 16)
+    new_order = torch.tensor(new_order)
+    _calibrate(quant, dec, enc, enc, key_padding_mask=pad, static_kv=True)
+    per_hypothesis, rows = _beam_decode(quant, 1, dec, enc, pad, new_order)
+    assert rows == len(new_order)
+    shared, rows = _beam_decode(quant, 3, dec, enc, pad, new_order)
+    assert rows == cached_rows
+    for a, b in zip(shared, per_hypothesis):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+    different = enc.clone()
+    different[:, 1] += 1  # hypotheses of one sentence that differ: no sharing
+    assert _beam_decode(quant, 3, dec, different, pad, new_order)[1] == len(new_order)
+    fairseq_out, _ = _beam_decode(ref, 1, dec, enc, pad, new_order)  # quantization off: fairseq's attention
+    for a, b in zip(_beam_decode(_set(quant, False), 3, dec, enc, pad, new_order)[0], fairseq_out):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_self_attention_cache_reordered_lazily_matches_fairseq():
+    """Beam reorderings (two in a row, fewer rows as sentences finish) are applied when the next step appends to
+    the cached keys and values; the outputs are fairseq's, whose attention reorders at once."""
+    ref, quant = _attention_pair(self_attention=True)
+    _set(quant, False)
+    x = torch.randn(5, 4, 16)
+    orders = {1: [[2, 0, 1, 1]], 3: [[3, 0, 2], [2, 0]]}
+    outputs = []
+    for module, grad in ((ref, True), (quant, True), (quant, False)):
+        state, rows, steps = {}, torch.arange(4), []
+        for t in range(5):
+            for order in orders.get(t, []):
+                module.reorder_incremental_state(state, torch.tensor(order))
+                rows = rows[torch.tensor(order)]
+            with torch.set_grad_enabled(grad):  # inference copies once; with gradients, as fairseq
+                steps.append(module(x[t:t + 1, rows], x[t:t + 1, rows], x[t:t + 1, rows], incremental_state=state)[0])
+        outputs.append(steps)
+    for fairseq_step, *steps in zip(*outputs):
+        for step in steps:
+            torch.testing.assert_close(step, fairseq_step, atol=1e-5, rtol=1e-5)
+
+
 def test_fully_masked_query_rows_give_zero_attention_not_nan():
     _, quant = _attention_pair(self_attention=True)
     x = torch.randn(3, 1, 16)

@@ -175,6 +175,11 @@ class FQTransformerModel(TransformerModel):
         cfg = TransformerConfig.from_namespace(args)
         return FQTransformerDecoder(cfg, tgt_dict, embed_tokens, no_encoder_attn=cfg.no_cross_attention)
 
+    def set_beam_size(self, beam_size):
+        """Called by fairseq's SequenceGenerator (beam > 1): the hypotheses of a sentence then share one copy of its
+        encoder keys and values in the decoder's attention (fairseq does this for BART, not for its Transformer)."""
+        self.decoder.set_beam_size(beam_size)
+
     num_updates = 0
 
     def set_num_updates(self, num_updates):

@@ -40,8 +40,78 @@ class QuantMultiheadAttention(MultiheadAttention):
         self.softmax_out_quantizer = spec.activation("softmax_out", num_heads, bucket_dim=1)
         self.attn_out_quantizer = spec.activation("attn_out", embed_dim)
 
-    def set_beam_size(self, beam_size):
-        """Keep one key/value copy per hypothesis: the cache layout stays that of plain attention."""
+    def _share_beams(self, key, key_padding_mask):
+        """``(key, key_padding_mask, group)``: one row per sentence (``group`` = beam size) when fairseq's generator
+        repeated every sentence once per hypothesis (``set_beam_size``, the rows equal in groups of the beam size), so
+        that a sentence's hypotheses share one copy of its encoder keys and values; else unchanged and 1."""
+        beam, src_len, rows, dim = self.beam_size, *key.shape
+        if beam <= 1 or rows % beam:
+            return key, key_padding_mask, 1
+        grouped = key.reshape(src_len, rows // beam, beam, dim)
+        masks = None if key_padding_mask is None else key_padding_mask.reshape(rows // beam, beam, src_len)
+        if not torch.equal(grouped, grouped[:, :, :1].expand_as(grouped)) or (
+                masks is not None and not torch.equal(masks, masks[:, :1].expand_as(masks))):
+            return key, key_padding_mask, 1
+        return grouped[:, :, 0], None if masks is None else masks[:, 0], beam
+
+    def reorder_incremental_state(self, incremental_state, new_order):
+        """fairseq's beam reordering, also for encoder keys kept once per sentence. Beam search reorders hypotheses
+        within their sentence, which changes nothing in encoder keys; when sentences finish, the rows of those left
+        are kept: one per sentence while each keeps a whole group of hypotheses, else one per hypothesis again."""
+        buffer = self._get_input_buffer(incremental_state)
+        if not buffer:
+            return incremental_state
+        if not self.encoder_decoder_attention:  # keys and values: reordered when the next step appends to them
+            pending = buffer.get("pending_order")
+            buffer["pending_order"] = new_order if pending is None else pending.index_select(0, new_order)
+            buffer.update({k: t.index_select(0, new_order) for k, t in buffer.items()
+                           if t is not None and k not in ("prev_key", "prev_value", "pending_order")})
+            return self._set_input_buffer(incremental_state, buffer)
+        group = int(buffer.get("beam_group", torch.ones(1)))
+        cached = {k: t for k, t in buffer.items() if t is not None and k != "beam_group"}
+        rows = next(iter(cached.values())).size(0)
+        if rows * group != new_order.numel():  # sentences finished
+            source_row = new_order // group
+            runs = source_row.view(-1, group) if new_order.numel() % group == 0 else None
+            if group > 1 and runs is not None and torch.equal(runs, runs[:, :1].expand_as(runs)):
+                order = runs[:, 0]
+            else:
+                order, group = source_row, 1
+            buffer.update({k: t.index_select(0, order) for k, t in cached.items()})
+        buffer["beam_group"] = torch.tensor([group])
+        return self._set_input_buffer(incremental_state, buffer)
+
+    @staticmethod
+    def _append(cache, new, order):
+        """``cache`` ``[B, H, T, d]`` with its rows reordered by ``order`` (None: as they are) and ``new``
+        ``[B' * H, t, d]`` appended, in one copy (fairseq's reordering, then a concatenation, copy it twice)."""
+        rows, heads, length, dim = cache.shape
+        rows = rows if order is None else order.numel()
+        new = new.reshape(rows, heads, -1, dim)
+        if torch.is_grad_enabled():  # out= ops record no gradients
+            reordered = cache if order is None else cache.index_select(0, order)
+            return torch.cat([reordered, new], dim=2).view(rows * heads, -1, dim)
+        out = cache.new_empty(rows, heads, length + new.size(2), dim)
+        if order is None:
+            out[:, :, :length] = cache
+        else:
+            torch.index_select(cache, 0, order, out=out[:, :, :length])
+        out[:, :, length:] = new
+        return out.view(rows * heads, -1, dim)
+
+    def _to_sentences(self, x, kv_bsz):
+        """``[bsz * heads, T, n]`` rows of hypotheses as ``[kv_bsz * heads, beam * T, n]`` rows of their sentences."""
+        _, tgt_len, n = x.shape
+        beam = x.shape[0] // (kv_bsz * self.num_heads)
+        return x.reshape(kv_bsz, beam, self.num_heads, tgt_len, n).transpose(1, 2).reshape(kv_bsz * self.num_heads,
+                                                                                            beam * tgt_len, n)
+
+    def _to_hypotheses(self, x, bsz):
+        """Inverse of :meth:`_to_sentences`."""
+        kv_heads, beam_tgt, n = x.shape
+        kv_bsz, beam = kv_heads // self.num_heads, bsz * self.num_heads // kv_heads
+        return x.view(kv_bsz, self.num_heads, beam, beam_tgt // beam, n).transpose(1, 2).reshape(
+            bsz * self.num_heads, beam_tgt // beam, n)
 
     def _softmax(self, scores, masked, query_valid):
         """Attention probabilities from the quantized numerator, denominator and output (seed 003 §3.2)."""
@@ -73,6 +143,10 @@ class QuantMultiheadAttention(MultiheadAttention):
             key = value = None  # encoder keys/values are cached from the first step
         if self.self_attention:
             key = value = query
+        beam_group = 1
+        if self.encoder_decoder_attention and incremental_state is not None and key is not None and value is key:
+            key, key_padding_mask, beam_group = self._share_beams(key, key_padding_mask)
+            value = key
         query_valid = valid_positions(query)
         key_valid = None if key_padding_mask is None else ~key_padding_mask.t().unsqueeze(-1).bool()
         if self.self_attention and key_valid is None:
@@ -81,29 +155,42 @@ class QuantMultiheadAttention(MultiheadAttention):
         q = apply_quantizer(self.q_quantizer, self.q_proj(query), query_valid) * self.scaling
         q = q.contiguous().view(tgt_len, bsz * heads, head_dim).transpose(0, 1)
         k = v = None
+        kv_bsz = bsz if key is None else key.size(1)
         if key is not None:
             k = apply_quantizer(self.k_quantizer, self.k_proj(key), key_valid)
             v = apply_quantizer(self.v_quantizer, self.v_proj(value), key_valid)
-            k = k.contiguous().view(-1, bsz * heads, head_dim).transpose(0, 1)
-            v = v.contiguous().view(-1, bsz * heads, head_dim).transpose(0, 1)
+            k = k.contiguous().view(-1, kv_bsz * heads, head_dim).transpose(0, 1)
+            v = v.contiguous().view(-1, kv_bsz * heads, head_dim).transpose(0, 1)
 
         if saved_state is not None:
             if "prev_key" in saved_state:
-                prev_key = saved_state["prev_key"].view(bsz * heads, -1, head_dim)
-                prev_value = saved_state["prev_value"].view(bsz * heads, -1, head_dim)
-                k = prev_key if static_kv else torch.cat([prev_key, k], dim=1)
-                v = prev_value if static_kv else torch.cat([prev_value, v], dim=1)
+                if static_kv:
+                    kv_bsz = saved_state["prev_key"].size(0)
+                    k = saved_state["prev_key"].view(kv_bsz * heads, -1, head_dim)
+                    v = saved_state["prev_value"].view(kv_bsz * heads, -1, head_dim)
+                else:
+                    order = saved_state.pop("pending_order", None)
+                    k = self._append(saved_state["prev_key"], k, order)
+                    v = self._append(saved_state["prev_value"], v, order)
             key_padding_mask = MultiheadAttention._append_prev_key_padding_mask(
                 key_padding_mask=key_padding_mask,
                 prev_key_padding_mask=saved_state.get("prev_key_padding_mask"),
-                batch_size=bsz, src_len=k.size(1), static_kv=static_kv)
-            saved_state["prev_key"] = k.view(bsz, heads, -1, head_dim)
-            saved_state["prev_value"] = v.view(bsz, heads, -1, head_dim)
+                batch_size=kv_bsz, src_len=k.size(1), static_kv=static_kv)
+            saved_state["prev_key"] = k.view(kv_bsz, heads, -1, head_dim)
+            saved_state["prev_value"] = v.view(kv_bsz, heads, -1, head_dim)
             saved_state["prev_key_padding_mask"] = key_padding_mask
+            if self.encoder_decoder_attention and "beam_group" not in saved_state:
+                saved_state["beam_group"] = torch.tensor([beam_group])
             self._set_input_buffer(incremental_state, saved_state)
         src_len = k.size(1)
+        if key_padding_mask is not None and kv_bsz != bsz:
+            key_padding_mask = key_padding_mask.repeat_interleave(bsz // kv_bsz, dim=0)
 
-        scores = torch.bmm(q, k.transpose(1, 2)).view(bsz, heads, tgt_len, src_len).float()
+        if kv_bsz != bsz:
+            scores = self._to_hypotheses(torch.bmm(self._to_sentences(q, kv_bsz), k.transpose(1, 2)), bsz)
+        else:
+            scores = torch.bmm(q, k.transpose(1, 2))
+        scores = scores.view(bsz, heads, tgt_len, src_len).float()
         masked = torch.zeros(1, 1, 1, 1, dtype=torch.bool, device=scores.device)
         if attn_mask is not None:
             # fairseq masks with -inf (decoder) or -1e8 (encoder layers), or with a bool mask.
@@ -113,7 +200,11 @@ class QuantMultiheadAttention(MultiheadAttention):
             masked = masked | key_padding_mask.bool().view(bsz, 1, 1, src_len)
         probs = self._softmax(scores, masked, query_valid).type_as(q)
 
-        attn = torch.bmm(self.dropout_module(probs.view(bsz * heads, tgt_len, src_len)), v)
+        probs_rows = self.dropout_module(probs.view(bsz * heads, tgt_len, src_len))
+        if kv_bsz != bsz:
+            attn = self._to_hypotheses(torch.bmm(self._to_sentences(probs_rows, kv_bsz), v), bsz)
+        else:
+            attn = torch.bmm(probs_rows, v)
         attn = attn.transpose(0, 1).contiguous().view(tgt_len, bsz, embed_dim)
         attn = apply_quantizer(self.attn_out_quantizer, attn, query_valid)
         attn = self.out_proj(attn) + attn if self.out_proj_residual else self.out_proj(attn)

@@ -395,8 +395,10 @@ int32_t signed_codes(const at::Tensor& x_q, bool x_signed, int64_t r, const at::
   return sum;
 }
 
-// Who multiplies int8 matrices: torch._int_mm (oneDNN) followed by our epilogue, or our own kernels. oneDNN is
-// faster on AVX-512 VNNI CPUs at every Transformer shape, and on AVX2 CPUs from 64 rows on (BENCHMARKS.md).
+// Who multiplies int8 matrices: torch._int_mm (oneDNN) followed by our epilogue, or our own kernels. From 16 rows on
+// oneDNN is faster on AVX-512 VNNI CPUs, from 64 rows on on AVX2 CPUs; with fewer rows our kernels, which stream the
+// weights once (decoding with a small beam), are (BENCHMARKS.md, "int8 GEMM: own kernels or torch._int_mm").
+constexpr int64_t kIntMmRowsAvx512 = 16, kIntMmRowsAvx2 = 64;
 enum Int8Gemm : int { kGemmAuto, kGemmKernels, kGemmIntMm };
 const char* const kInt8GemmNames[] = {"auto", "kernels", "int_mm"};
 std::atomic<int> g_int8_gemm{kGemmAuto};
@@ -460,7 +462,7 @@ at::Tensor int8_linear_impl(const at::Tensor& x_q_in, bool x_signed, const at::T
   if (M == 0 || N == 0) return out;
 
   const Kernels& kr = kernels();
-  const bool int_mm = use_int_mm(kr, M, K, 1, 64);
+  const bool int_mm = use_int_mm(kr, M, K, kIntMmRowsAvx512, kIntMmRowsAvx2);
   at::Tensor rx = new_buffer({M}, at::kInt);
   at::Tensor xbuf;  // our kernels' activation layout, or the signed operand of torch._int_mm
   if (int_mm) {

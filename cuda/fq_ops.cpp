@@ -395,10 +395,10 @@ int32_t signed_codes(const at::Tensor& x_q, bool x_signed, int64_t r, const at::
   return sum;
 }
 
-// Who multiplies int8 matrices: torch._int_mm (oneDNN) followed by our epilogue, or our own kernels. From 16 rows on
-// oneDNN is faster (AVX-512 VNNI: about 2x; AVX2: about 1.2x); with fewer rows (decoding with a small beam) our
-// kernels, which stream cold weights once. W1A8 goes through oneDNN on the AVX-512 path only, where the signs are
-// expanded to int8 with vector code (BENCHMARKS.md, "int8 GEMM: own kernels or torch._int_mm").
+// Who multiplies int8 matrices: torch._int_mm (oneDNN) followed by our epilogue, or our own kernels. On AVX-512 VNNI
+// CPUs oneDNN is faster from 16 rows on; with fewer rows (decoding with a small beam) our kernels, which stream cold
+// weights once, are. Elsewhere our kernels: without VNNI torch's _int_mm fell back to a loop of ~2 GOP/s on the
+// AVX2 machine we measured (BENCHMARKS.md, "int8 GEMM: own kernels or torch._int_mm").
 constexpr int64_t kIntMmMinRows = 16;
 enum Int8Gemm : int { kGemmAuto, kGemmKernels, kGemmIntMm };
 const char* const kInt8GemmNames[] = {"auto", "kernels", "int_mm"};
@@ -413,12 +413,11 @@ std::string set_int8_gemm(const std::string& name) {
   throw pybind11::value_error("unknown int8 GEMM '" + name + "' (choose from auto, kernels, int_mm)");
 }
 
-bool use_int_mm(const Kernels& kr, int64_t M, int64_t K, bool binary_weights) {
+bool use_int_mm(const Kernels& kr, int64_t M, int64_t K) {
   const int mode = g_int8_gemm.load();
   if (K == 0 || mode == kGemmKernels) return false;
   if (mode == kGemmIntMm) return true;
-  const bool avx512 = std::strcmp(kr.name, "avx512-vnni") == 0, avx2 = std::strcmp(kr.name, "avx2") == 0;
-  return M >= kIntMmMinRows && (avx512 || (avx2 && !binary_weights));
+  return M >= kIntMmMinRows && std::strcmp(kr.name, "avx512-vnni") == 0;
 }
 
 // out (float [M, N]) = the epilogue ep of torch._int_mm(a, w.t()) (a int8 [M, K], w int8 [N, K]), the int32
@@ -459,7 +458,7 @@ at::Tensor int8_linear_impl(const at::Tensor& x_q_in, bool x_signed, const at::T
   if (M == 0 || N == 0) return out;
 
   const Kernels& kr = kernels();
-  const bool int_mm = use_int_mm(kr, M, K, false);
+  const bool int_mm = use_int_mm(kr, M, K);
   at::Tensor rx = new_buffer({M}, at::kInt);
   at::Tensor xbuf;  // our kernels' activation layout, or the signed operand of torch._int_mm
   if (int_mm) {
@@ -560,7 +559,7 @@ at::Tensor binary_linear_w1a8_cpu(const at::Tensor& x_q_in, const at::Tensor& x_
 
   const Kernels& kr = kernels();
   const int32_t* bits = w_bits.data_ptr<int32_t>();
-  if (use_int_mm(kr, M, K, true)) {  // the signs as int8 weights, then an int8 GEMM
+  if (use_int_mm(kr, M, K)) {  // the signs as int8 weights, then an int8 GEMM
     at::Tensor w = new_buffer({N, K}, at::kChar);
     at::parallel_for(0, N, grain_for(K), [&](int64_t r0, int64_t r1) {
       kr.expand_signs(reinterpret_cast<const uint32_t*>(bits),

@@ -137,8 +137,8 @@ def set_cpu_isa(name: str) -> str:
 def set_int8_gemm(name: str) -> str:
     """Who multiplies int8 matrices on the CPU (``int8_linear``, ``int8_linear_symmetric``, ``binary_linear_w1a8``
     with its signs expanded to int8): ``int_mm`` (``torch._int_mm``, oneDNN, then our epilogue), ``kernels`` (our
-    own), or ``auto``: ``int_mm`` from 16 rows on (W1A8: on the AVX-512 path only), where it is faster, our kernels
-    below (``scripts/bench/bench_int8_gemm.py``, BENCHMARKS.md).
+    own), or ``auto``: ``int_mm`` on the AVX-512 VNNI path from 16 rows on, where it is faster, our kernels otherwise
+    (``scripts/bench/bench_int8_gemm.py``, BENCHMARKS.md).
 
     Returns:
         ``name``. Raises ``ValueError`` for an unknown name and ``RuntimeError`` without the extension.

@@ -6,6 +6,8 @@
 // Everything in the .cpp files lives in an anonymous namespace except the table getter.
 #pragma once
 #include <math.h>
+#include <string.h>
+
 #include <cstdint>
 
 namespace fq_cpu {
@@ -99,6 +101,17 @@ inline float int8_epilogue(const Int8Epilogue& ep, int64_t m, int64_t n, int32_t
 inline float scale_epilogue(const ScaleEpilogue& ep, int64_t m, int64_t n, int32_t dot) {
   float out = (ep.sx[m * ep.sx_stride] * ep.sw[n]) * static_cast<float>(dot);
   return ep.bias ? out + ep.bias[n] : out;
+}
+
+// Scalar forms of int8_epilogue_rows and expand_signs (the AVX2 and portable paths: torch._int_mm serves only the
+// AVX-512 path by default).
+inline void int8_epilogue_rows_scalar(int32_t* acc, bool shifted, int64_t N, int64_t r0, int64_t r1,
+                                      const Int8Epilogue& ep) {
+  for (int64_t r = r0; r < r1; ++r)
+    for (int64_t n = 0; n < N; ++n) {
+      const float y = int8_epilogue(ep, r, n, acc[r * N + n] + (shifted ? 128 * ep.ws[n] : 0));
+      memcpy(acc + r * N + n, &y, sizeof(y));
+    }
 }
 
 inline void expand_signs_scalar(const uint32_t* w, const uint32_t* w2, int64_t KW, int64_t K, int64_t r0, int64_t r1,

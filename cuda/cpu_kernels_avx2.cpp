@@ -393,28 +393,6 @@ void int8_gemm(const uint8_t* xbuf, bool, int64_t M, int64_t K, const int8_t* w,
     int8_gemm_panels(x, xs, M, K, w, n0, n1, ep, out, ldo);
 }
 
-// The epilogue of an int8 GEMM done elsewhere (torch._int_mm), in place: rows [r0, r1) of acc [*, N] (int32
-// dot products; shifted: of x - 128, so 128 * ws[n] is added back) become the float outputs in the same memory.
-void int8_epilogue_rows(int32_t* acc, bool shifted, int64_t N, int64_t r0, int64_t r1, const Int8Epilogue& ep) {
-  const int64_t n8 = N & ~int64_t(7);
-  for (int64_t r = r0; r < r1; ++r) {
-    int32_t* row = acc + r * N;
-    for (int64_t n = 0; n < n8; n += 8) {
-      const __m256i ws = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ep.ws + n));
-      __m256i dot = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + n));
-      if (shifted) dot = _mm256_add_epi32(dot, _mm256_slli_epi32(ws, 7));
-      const __m256 vb = ep.bias ? _mm256_loadu_ps(ep.bias + n) : _mm256_setzero_ps();
-      _mm256_storeu_ps(reinterpret_cast<float*>(row + n),
-                       epilogue8(ep, r, _mm256_loadu_ps(ep.sw + n), _mm256_loadu_ps(ep.zw + n),
-                                 _mm256_cvtepi32_ps(ws), vb, dot));
-    }
-    for (int64_t n = n8; n < N; ++n) {
-      const float y = int8_epilogue(ep, r, n, row[n] + (shifted ? 128 * ep.ws[n] : 0));
-      memcpy(row + n, &y, sizeof(y));
-    }
-  }
-}
-
 // ------------------------------------------------------------------------------------------------ W1A8
 
 // Activations as u8 = x + 128 (x ^ 0x80), rows of 32 * ceil(K/32) bytes, zero padded.
@@ -700,8 +678,8 @@ void w1a1_gemm(const int32_t* xbits, int64_t M, int64_t KW, int64_t K, const int
   }
 }
 
-const Kernels kTable = {"avx2",    quantize_affine,  quantize_absmax, fake_quantize, int8_prep_stride, int8_prep,
-                        int8_gemm, w1a8_prep_stride, w1a8_prep,       w1a8_gemm,     w1a1_gemm, int8_epilogue_rows,
+const Kernels kTable = {"avx2", quantize_affine, quantize_absmax, fake_quantize, int8_prep_stride, int8_prep,
+                        int8_gemm, w1a8_prep_stride, w1a8_prep, w1a8_gemm, w1a1_gemm, int8_epilogue_rows_scalar,
                         expand_signs_scalar};
 
 }  // namespace

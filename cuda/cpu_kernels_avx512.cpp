@@ -263,8 +263,6 @@ void int8_gemm_panels(const uint8_t* x, bool x_signed, int64_t M, int64_t K, con
   free(panels);
 }
 
-// The epilogue of an int8 GEMM done elsewhere (torch._int_mm), in place: rows [r0, r1) of acc [*, N] (int32
-// dot products; shifted: of x - 128, so 128 * ws[n] is added back) become the float outputs in the same memory.
 void int8_epilogue_rows(int32_t* acc, bool shifted, int64_t N, int64_t r0, int64_t r1, const Int8Epilogue& ep) {
   for (int64_t r = r0; r < r1; ++r) {
     const float zx = ep.zx[r * ep.zx_stride];
@@ -556,9 +554,9 @@ bool fake_quantize(const float* x, int64_t C, int64_t r0, int64_t r1, const floa
   return avx2_kernels().fake_quantize(x, C, r0, r1, lo, scale, cs, levels, out);
 }
 
-const Kernels kTable = {"avx512-vnni",      quantize_affine,  quantize_absmax, fake_quantize, int8_prep_stride,
-                        int8_prep,          int8_gemm,        w1a8_prep_stride, w1a8_prep,   w1a8_gemm,
-                        w1a1_gemm,          int8_epilogue_rows, expand_signs};
+const Kernels kTable = {"avx512-vnni", quantize_affine, quantize_absmax, fake_quantize, int8_prep_stride, int8_prep,
+                        int8_gemm, w1a8_prep_stride, w1a8_prep, w1a8_gemm, w1a1_gemm, int8_epilogue_rows,
+                        expand_signs};
 
 }  // namespace
 

@@ -59,14 +59,6 @@ bool fake_quantize(const float* x, int64_t C, int64_t r0, int64_t r1, const floa
   return nan;
 }
 
-void int8_epilogue_rows(int32_t* acc, bool shifted, int64_t N, int64_t r0, int64_t r1, const Int8Epilogue& ep) {
-  for (int64_t r = r0; r < r1; ++r)
-    for (int64_t n = 0; n < N; ++n) {
-      const float y = int8_epilogue(ep, r, n, acc[r * N + n] + (shifted ? 128 * ep.ws[n] : 0));
-      memcpy(acc + r * N + n, &y, sizeof(y));
-    }
-}
-
 // int8 GEMM: activations widened to int16 rows of K.
 int64_t int8_prep_stride(int64_t K) { return K * 2; }
 
@@ -147,8 +139,8 @@ void w1a1_gemm(const int32_t* xbits, int64_t M, int64_t KW, int64_t K, const int
   }
 }
 
-const Kernels kTable = {"portable", quantize_affine,  quantize_absmax, fake_quantize, int8_prep_stride, int8_prep,
-                        int8_gemm,  w1a8_prep_stride, w1a8_prep,       w1a8_gemm,     w1a1_gemm, int8_epilogue_rows,
+const Kernels kTable = {"portable", quantize_affine, quantize_absmax, fake_quantize, int8_prep_stride, int8_prep,
+                        int8_gemm, w1a8_prep_stride, w1a8_prep, w1a8_gemm, w1a1_gemm, int8_epilogue_rows_scalar,
                         expand_signs_scalar};
 
 }  // namespace

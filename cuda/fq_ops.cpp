@@ -586,8 +586,8 @@ at::Tensor binary_linear_w1a8_cpu(const at::Tensor& x_q_in, const at::Tensor& x_
   constexpr int64_t kBlock = 48;  // a multiple of every path's register tile and panel width
   const int64_t blocks = (N + kBlock - 1) / kBlock;
   at::parallel_for(0, blocks, grain_for(M * kBlock * K), [&](int64_t b0, int64_t b1) {
-    kr.w1a8_gemm(xbuf.data_ptr<uint8_t>(), xsum.data_ptr<int32_t>(), M, K, bits, planes == 2 ? bits + N * KW : nullptr, b0 * kBlock, std::min(N, b1 * kBlock),
-                 ep, out.data_ptr<float>(), N);
+    kr.w1a8_gemm(xbuf.data_ptr<uint8_t>(), xsum.data_ptr<int32_t>(), M, K, bits, planes == 2 ? bits + N * KW : nullptr,
+                 b0 * kBlock, std::min(N, b1 * kBlock), ep, out.data_ptr<float>(), N);
   });
   return out;
 }

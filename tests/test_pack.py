@@ -7,6 +7,8 @@ import torch.nn.functional as F
 
 import fq_plugin  # noqa: F401  (allows fairseq checkpoint types in torch.load)
 from fairseq import checkpoint_utils
+
+import fq_plugin.ops as ops
 from fq_plugin.modules.packed_linear import (PackedBinaryLinear, PackedEmbedding, PackedInt8Linear, binary_planes,
                                              pack_binary_weight, pack_int8_weight)
 from fq_plugin.pack import main as pack_main
@@ -76,6 +78,17 @@ def test_packed_int8_model_translates_like_the_qat_model_with_int8_gemms(data_bi
     output = layers["decoder.output_projection"]
     assert output.weight_codes is layers["decoder.embed_tokens"].weight_codes  # tied to the embeddings
     assert _model_bytes(packed) < 0.3 * _model_bytes(fqt_deploy)
+
+
+def test_both_int8_gemms_translate_alike(data_bin, fqt_deploy, tmp_path):
+    """fairseq-generate on our kernels and on torch._int_mm (oneDNN) with our epilogue: the same integer products
+    and the same epilogue, so the same translations (``auto`` picks one of them by CPU and row count)."""
+    if not ops.extension_available():
+        pytest.skip(f"C++ extension not loaded: {ops.backend_info()['cause']}")
+    packed = _pack(fqt_deploy, tmp_path / "packed.pt")
+    hyps = {gemm: generate_bleu(data_bin, packed, env={"FQ_PLUGIN_INT8_GEMM": gemm})[1]
+            for gemm in ("kernels", "int_mm")}
+    assert len(hyps["kernels"]) == 100 and hyps["kernels"] == hyps["int_mm"]
 
 
 def test_fairseq_interactive_reads_a_packed_checkpoint(data_bin, fqt_deploy, tmp_path):

@@ -289,18 +289,6 @@ void pack_panel(const int8_t* w, int64_t K, int64_t xs, int64_t cols, int16_t* p
   }
 }
 
-// 8 outputs of the int8 epilogue (cpu_kernels.h) of row r; vb is ignored without a bias.
-inline __m256 epilogue8(const Int8Epilogue& ep, int64_t r, __m256 vsw, __m256 vzw, __m256 vws, __m256 vb,
-                        __m256i dot) {
-  const float sx = ep.sx[r * ep.sx_stride], zx = ep.zx[r * ep.zx_stride];
-  const __m256 vsx = _mm256_set1_ps(sx), vzx = _mm256_set1_ps(zx);
-  __m256 y = _mm256_mul_ps(_mm256_mul_ps(vsx, vsw), _mm256_cvtepi32_ps(dot));
-  y = _mm256_add_ps(y, _mm256_mul_ps(_mm256_mul_ps(vsx, vzw), _mm256_set1_ps(static_cast<float>(ep.rx[r]))));
-  y = _mm256_add_ps(y, _mm256_mul_ps(_mm256_mul_ps(vzx, vsw), vws));
-  y = _mm256_add_ps(y, _mm256_mul_ps(_mm256_set1_ps(ep.k * zx), vzw));
-  return ep.bias ? _mm256_add_ps(y, vb) : y;
-}
-
 template <int MR>
 void panel_tile(const int16_t* x, int64_t xs, const int16_t* panel, int64_t n, int64_t cols, int64_t m,
                 const Int8Epilogue& ep, float* out, int64_t ldo) {
@@ -341,8 +329,14 @@ void panel_tile(const int16_t* x, int64_t xs, const int16_t* panel, int64_t n, i
     const __m256 vws = _mm256_load_ps(ws), vb = _mm256_load_ps(bias);
     for (int i = 0; i < MR; ++i) {
       const int64_t r = m + i;
+      const float sx = ep.sx[r * ep.sx_stride], zx = ep.zx[r * ep.zx_stride];
+      const __m256 vsx = _mm256_set1_ps(sx), vzx = _mm256_set1_ps(zx);
       const __m256i acc = _mm256_load_si256(reinterpret_cast<const __m256i*>(sums[i][h]));
-      const __m256 y = epilogue8(ep, r, vsw, vzw, vws, vb, acc);
+      __m256 y = _mm256_mul_ps(_mm256_mul_ps(vsx, vsw), _mm256_cvtepi32_ps(acc));
+      y = _mm256_add_ps(y, _mm256_mul_ps(_mm256_mul_ps(vsx, vzw), _mm256_set1_ps(static_cast<float>(ep.rx[r]))));
+      y = _mm256_add_ps(y, _mm256_mul_ps(_mm256_mul_ps(vzx, vsw), vws));
+      y = _mm256_add_ps(y, _mm256_mul_ps(_mm256_set1_ps(ep.k * zx), vzw));
+      if (ep.bias) y = _mm256_add_ps(y, vb);
       float* o = out + r * ldo + c0;
       if (valid == 8) {
         _mm256_storeu_ps(o, y);

@@ -196,16 +196,24 @@ __attribute__((always_inline)) inline void panel_dots(const uint8_t* x, int64_t 
   }
 }
 
-// 16 outputs of the int8 epilogue (cpu_kernels.h), one row (vsx, vzx, vrx, vkzx) x 16 columns, masked to cm.
-inline __m512 epilogue16(__m512 vsx, __m512 vzx, __m512 vrx, __m512 vkzx, const Int8Epilogue& ep, int64_t c0,
-                         __mmask16 cm, __m512i dot) {
-  const __m512 vsw = _mm512_maskz_loadu_ps(cm, ep.sw + c0), vzw = _mm512_maskz_loadu_ps(cm, ep.zw + c0);
-  const __m512 vws = _mm512_cvtepi32_ps(_mm512_maskz_loadu_epi32(cm, ep.ws + c0));
-  __m512 y = _mm512_mul_ps(_mm512_mul_ps(vsx, vsw), _mm512_cvtepi32_ps(dot));
-  y = _mm512_add_ps(y, _mm512_mul_ps(_mm512_mul_ps(vsx, vzw), vrx));
-  y = _mm512_add_ps(y, _mm512_mul_ps(_mm512_mul_ps(vzx, vsw), vws));
-  y = _mm512_add_ps(y, _mm512_mul_ps(vkzx, vzw));
-  return ep.bias ? _mm512_add_ps(y, _mm512_maskz_loadu_ps(cm, ep.bias + c0)) : y;
+// The weight-side operands of 16 output columns of the int8 epilogue (cpu_kernels.h), masked to cm.
+struct Columns16 {
+  __m512 sw, zw, ws, bias;
+  Columns16(const Int8Epilogue& ep, int64_t c0, __mmask16 cm)
+      : sw(_mm512_maskz_loadu_ps(cm, ep.sw + c0)), zw(_mm512_maskz_loadu_ps(cm, ep.zw + c0)),
+        ws(_mm512_cvtepi32_ps(_mm512_maskz_loadu_epi32(cm, ep.ws + c0))),
+        bias(ep.bias ? _mm512_maskz_loadu_ps(cm, ep.bias + c0) : _mm512_setzero_ps()) {}
+};
+
+// 16 outputs of the int8 epilogue of row r.
+inline __m512 epilogue16(const Int8Epilogue& ep, int64_t r, const Columns16& c, __m512i dot) {
+  const float sx = ep.sx[r * ep.sx_stride], zx = ep.zx[r * ep.zx_stride];
+  const __m512 vsx = _mm512_set1_ps(sx), vzx = _mm512_set1_ps(zx);
+  __m512 y = _mm512_mul_ps(_mm512_mul_ps(vsx, c.sw), _mm512_cvtepi32_ps(dot));
+  y = _mm512_add_ps(y, _mm512_mul_ps(_mm512_mul_ps(vsx, c.zw), _mm512_set1_ps(static_cast<float>(ep.rx[r]))));
+  y = _mm512_add_ps(y, _mm512_mul_ps(_mm512_mul_ps(vzx, c.sw), c.ws));
+  y = _mm512_add_ps(y, _mm512_mul_ps(_mm512_set1_ps(ep.k * zx), c.zw));
+  return ep.bias ? _mm512_add_ps(y, c.bias) : y;
 }
 
 template <int MR, int NP>
@@ -216,18 +224,14 @@ void panel_tile(const uint8_t* x, int64_t xs, const uint8_t* panels, int64_t pan
   for (int p = 0; p < NP; ++p) {
     const int64_t c0 = n + p * kPanel, valid = min64(kPanel, cols - p * kPanel);
     const __mmask16 cm = static_cast<__mmask16>((1u << valid) - 1);
+    const Columns16 columns(ep, c0, cm);
     // Signed activations were stored as x + 128: remove 128 * (weight row sum), exactly.
     const __m512i shift = x_signed ? _mm512_slli_epi32(_mm512_maskz_loadu_epi32(cm, ep.ws + c0), 7)
                                    : _mm512_setzero_si512();
 #pragma GCC unroll 8
-    for (int i = 0; i < MR; ++i) {
-      const int64_t r = m + i;
-      const float zx = ep.zx[r * ep.zx_stride];
-      const __m512 y = epilogue16(_mm512_set1_ps(ep.sx[r * ep.sx_stride]), _mm512_set1_ps(zx),
-                                  _mm512_set1_ps(static_cast<float>(ep.rx[r])), _mm512_set1_ps(ep.k * zx), ep, c0, cm,
-                                  _mm512_sub_epi32(acc[i][p], shift));
-      _mm512_mask_storeu_ps(out + r * ldo + c0, cm, y);
-    }
+    for (int i = 0; i < MR; ++i)
+      _mm512_mask_storeu_ps(out + (m + i) * ldo + c0, cm,
+                            epilogue16(ep, m + i, columns, _mm512_sub_epi32(acc[i][p], shift)));
   }
 }
 
@@ -265,15 +269,12 @@ void int8_gemm_panels(const uint8_t* x, bool x_signed, int64_t M, int64_t K, con
 
 void int8_epilogue_rows(int32_t* acc, bool shifted, int64_t N, int64_t r0, int64_t r1, const Int8Epilogue& ep) {
   for (int64_t r = r0; r < r1; ++r) {
-    const float zx = ep.zx[r * ep.zx_stride];
-    const __m512 vsx = _mm512_set1_ps(ep.sx[r * ep.sx_stride]), vzx = _mm512_set1_ps(zx);
-    const __m512 vrx = _mm512_set1_ps(static_cast<float>(ep.rx[r])), vkzx = _mm512_set1_ps(ep.k * zx);
     int32_t* row = acc + r * N;
     for (int64_t n = 0; n < N; n += 16) {
       const __mmask16 cm = N - n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (N - n)) - 1);
       __m512i dot = _mm512_maskz_loadu_epi32(cm, row + n);
       if (shifted) dot = _mm512_add_epi32(dot, _mm512_slli_epi32(_mm512_maskz_loadu_epi32(cm, ep.ws + n), 7));
-      _mm512_mask_storeu_ps(reinterpret_cast<float*>(row + n), cm, epilogue16(vsx, vzx, vrx, vkzx, ep, n, cm, dot));
+      _mm512_mask_storeu_ps(reinterpret_cast<float*>(row + n), cm, epilogue16(ep, r, Columns16(ep, n, cm), dot));
     }
   }
 }

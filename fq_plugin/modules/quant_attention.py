@@ -78,7 +78,7 @@ class QuantMultiheadAttention(MultiheadAttention):
             else:
                 order, group = source_row, 1
             buffer.update({k: t.index_select(0, order) for k, t in cached.items()})
-        buffer["beam_group"] = torch.tensor([group])
+            buffer["beam_group"] = torch.tensor([group])
         return self._set_input_buffer(incremental_state, buffer)
 
     @staticmethod

@@ -76,8 +76,8 @@ def extension_setup():
             for src, flags in ISA_SOURCES.items():
                 obj = os.path.join(self.build_temp, "isa", os.path.basename(src) + ".o")
                 os.makedirs(os.path.dirname(obj), exist_ok=True)
-                cmd = [compiler, "-c", src, "-o", obj, "-O3", "-std=c++17", "-fPIC", "-DFQ_HAVE_X86_KERNELS",
-                       "-Icuda", *flags]
+                cmd = [compiler, "-c", src, "-o", obj, "-O3", "-std=c++17", "-fPIC", "-ffp-contract=off",
+                       "-DFQ_HAVE_X86_KERNELS", "-Icuda", *flags]
                 print(" ".join(cmd), flush=True)
                 subprocess.run(cmd, check=True)
                 objects.append(obj)

@@ -29,6 +29,15 @@ struct ScaleEpilogue {
   const float* sw; const float* bias;  // bias may be null
 };
 
+// S rows of D keys or values, `stride` elements apart: float32 (values), or 8-bit codes (codes not null) read as the
+// activation quantizer's values fma(code, step, lo) (one rounding, as ATen's addcmul).
+struct KeyRows {
+  const float* values;
+  const uint8_t* codes;
+  float lo, step;
+  int64_t stride;
+};
+
 struct Kernels {
   const char* name;
   // Rows [r0, r1) of x [*, K]: codes of (x - xmin[r]) / scale[r] (stride 0: one range for all rows).
@@ -73,6 +82,11 @@ struct Kernels {
   // GEMM: s = +-1, or s1 + s2 with two planes.
   void (*expand_signs)(const uint32_t* w, const uint32_t* w2, int64_t KW, int64_t K, int64_t r0, int64_t r1,
                        int8_t* out);
+
+  // Attention of one query (float32, D values) over the S keys or values of `kv`: out[j] = lane_dot(q, k_j), and
+  // out[d] = sum over j in order of p[j] * v_j[d]. The same values on every path.
+  void (*attention_scores)(const float* q, const KeyRows& k, int64_t S, int64_t D, float* out);
+  void (*attention_values)(const float* p, const KeyRows& v, int64_t S, int64_t D, float* out);
 };
 
 const Kernels& portable_kernels();
@@ -122,6 +136,44 @@ inline void expand_signs_scalar(const uint32_t* w, const uint32_t* w2, int64_t K
       if (w2) v += 2 * static_cast<int>((w2[r * KW + k / 32] >> (k % 32)) & 1u) - 1;
       out[r * K + k] = static_cast<int8_t>(v);
     }
+}
+
+// Element d of row j of keys or values.
+inline float key_value(const KeyRows& kv, int64_t j, int64_t d) {
+  return kv.codes ? fmaf(static_cast<float>(kv.codes[j * kv.stride + d]), kv.step, kv.lo) : kv.values[j * kv.stride + d];
+}
+
+// sum_d q[d] * k_j[d] in one order on every CPU path (fq_plugin.ops.reference.lane_dot spells it in ATen ops; the
+// AVX-512 path in intrinsics): 16 lane sums over d (products and sums rounded separately: the extension is built
+// with -ffp-contract=off), then the lanes added pairwise, 8 + 8, 4 + 4, 2 + 2, 1 + 1.
+constexpr int kLanes = 16;
+inline void attention_scores_scalar(const float* q, const KeyRows& k, int64_t S, int64_t D, float* out) {
+  for (int64_t j = 0; j < S; ++j) {
+    float acc[kLanes] = {};
+    int64_t d = 0;
+    for (; d + kLanes <= D; d += kLanes)
+      for (int l = 0; l < kLanes; ++l) acc[l] += q[d + l] * key_value(k, j, d + l);
+    for (int l = 0; d + l < D; ++l) acc[l] += q[d + l] * key_value(k, j, d + l);
+    for (int l = 0; l < 8; ++l) acc[l] += acc[l + 8];  // fixed trip counts: unrolled
+    for (int l = 0; l < 4; ++l) acc[l] += acc[l + 4];
+    for (int l = 0; l < 2; ++l) acc[l] += acc[l + 2];
+    out[j] = acc[0] + acc[1];
+  }
+}
+
+inline void attention_values_scalar(const float* p, const KeyRows& v, int64_t S, int64_t D, float* out) {
+  int64_t d0 = 0;
+  for (; d0 + kLanes <= D; d0 += kLanes) {  // 16 outputs at a time, each summed over the keys in order
+    float acc[kLanes] = {};
+    for (int64_t j = 0; j < S; ++j)
+      for (int l = 0; l < kLanes; ++l) acc[l] += p[j] * key_value(v, j, d0 + l);
+    for (int l = 0; l < kLanes; ++l) out[d0 + l] = acc[l];
+  }
+  for (; d0 < D; ++d0) {
+    float acc = 0.f;
+    for (int64_t j = 0; j < S; ++j) acc += p[j] * key_value(v, j, d0);
+    out[d0] = acc;
+  }
 }
 
 inline int64_t round_up(int64_t v, int64_t to) { return (v + to - 1) / to * to; }

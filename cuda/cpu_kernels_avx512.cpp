@@ -555,9 +555,57 @@ bool fake_quantize(const float* x, int64_t C, int64_t r0, int64_t r1, const floa
   return avx2_kernels().fake_quantize(x, C, r0, r1, lo, scale, cs, levels, out);
 }
 
+// ------------------------------------------------------------------------------------------------ attention
+// attention_scores_scalar and attention_values_scalar of cpu_kernels.h in intrinsics (GCC vectorizes their 16-lane
+// sums only partly): the same products and sums in the same order, so every path gives the same values. Lanes past D
+// load zero queries or probabilities, and adding the zero products to a lane sum (never -0: sums start at +0) changes
+// nothing.
+
+inline __mmask16 lanes_left(int64_t n) { return n >= 16 ? 0xFFFF : n > 0 ? static_cast<__mmask16>((1u << n) - 1) : 0; }
+
+// Elements [d, d + 16) (lanes m) of row j as floats.
+inline __m512 load_key_values(const KeyRows& kv, int64_t j, int64_t d, __mmask16 m) {
+  if (!kv.codes) return _mm512_maskz_loadu_ps(m, kv.values + j * kv.stride + d);
+  const __m512 codes = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(m, kv.codes + j * kv.stride + d)));
+  return _mm512_fmadd_ps(codes, _mm512_set1_ps(kv.step), _mm512_set1_ps(kv.lo));
+}
+
+void attention_scores(const float* q, const KeyRows& k, int64_t S, int64_t D, float* out) {
+  for (int64_t j = 0; j < S; ++j) {
+    __m512 acc = _mm512_setzero_ps();
+    for (int64_t d = 0; d < D; d += 16) {
+      const __mmask16 m = lanes_left(D - d);
+      acc = _mm512_add_ps(acc, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, q + d), load_key_values(k, j, d, m)));
+    }
+    const __m256 lo = _mm512_castps512_ps256(acc);
+    const __m256 hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc), 1));
+    const __m256 s8 = _mm256_add_ps(lo, hi);                                                // l + 8
+    const __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));  // l + 4
+    const __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));                                // l + 2
+    out[j] = _mm_cvtss_f32(_mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1)));                       // 0 + 1
+  }
+}
+
+void attention_values(const float* p, const KeyRows& v, int64_t S, int64_t D, float* out) {
+  for (int64_t d0 = 0; d0 < D; d0 += 64) {  // 64 outputs in four registers, summed over the keys in order
+    __mmask16 m[4];
+    __m512 acc[4];
+    for (int c = 0; c < 4; ++c) {
+      m[c] = lanes_left(D - d0 - 16 * c);
+      acc[c] = _mm512_setzero_ps();
+    }
+    for (int64_t j = 0; j < S; ++j) {
+      const __m512 pj = _mm512_set1_ps(p[j]);
+      for (int c = 0; c < 4; ++c)
+        acc[c] = _mm512_add_ps(acc[c], _mm512_mul_ps(pj, load_key_values(v, j, d0 + 16 * c, m[c])));
+    }
+    for (int c = 0; c < 4; ++c) _mm512_mask_storeu_ps(out + d0 + 16 * c, m[c], acc[c]);
+  }
+}
+
 const Kernels kTable = {"avx512-vnni", quantize_affine, quantize_absmax, fake_quantize, int8_prep_stride, int8_prep,
                         int8_gemm, w1a8_prep_stride, w1a8_prep, w1a8_gemm, w1a1_gemm, int8_epilogue_rows,
-                        expand_signs};
+                        expand_signs, attention_scores, attention_values};
 
 }  // namespace
 

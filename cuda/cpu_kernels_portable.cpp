@@ -141,7 +141,8 @@ void w1a1_gemm(const int32_t* xbits, int64_t M, int64_t KW, int64_t K, const int
 
 const Kernels kTable = {"portable", quantize_affine, quantize_absmax, fake_quantize, int8_prep_stride, int8_prep,
                         int8_gemm, w1a8_prep_stride, w1a8_prep, w1a8_gemm, w1a1_gemm, int8_epilogue_rows_scalar,
-                        expand_signs_scalar};
+                        expand_signs_scalar, attention_scores_scalar,
+                        attention_values_scalar};
 
 }  // namespace
 

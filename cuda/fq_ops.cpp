@@ -241,39 +241,73 @@ Grid make_grid(const c10::optional<at::Tensor>& g, const char* name, int64_t buc
   return grid;
 }
 
+// The softmax of quantized parts row by row, in the steps quantized_softmax and quantized_attention share: shift_row
+// (scores minus the row max over unmasked keys, masked keys -inf; a row max that is not finite taken as 0; in place
+// allowed), then ATen's exp_ and row sums over all rows, then finish_row. m: the row's mask, ms its key stride.
+void shift_row(const float* s, const bool* m, int64_t ms, int64_t S, float* o) {
+  float row_max = -INFINITY;
+  for (int64_t j = 0; j < S; ++j)
+    if (!m[j * ms] && !(s[j] <= row_max)) row_max = s[j];  // NaN wins, as in amax
+  if (!std::isfinite(row_max)) row_max = 0.f;
+  for (int64_t j = 0; j < S; ++j) o[j] = m[j * ms] ? -INFINITY : s[j] - row_max;
+}
+
+struct SoftmaxGrids {
+  at::Tensor keep[3];  // the contiguous grids the pointers read
+  Grid num, den, out;
+  SoftmaxGrids(const c10::optional<at::Tensor>& num_grid, const c10::optional<at::Tensor>& den_grid,
+               const c10::optional<at::Tensor>& out_grid, int64_t heads, int64_t bits)
+      : num(make_grid(num_grid, "num_grid", heads, bits, keep[0])),
+        den(make_grid(den_grid, "den_grid", heads, bits, keep[1])),
+        out(make_grid(out_grid, "out_grid", heads, bits, keep[2])) {}
+
+  // Row o of exponentials with row sum `sum` in head h: quantized numerator / quantized denominator, quantized,
+  // masked keys 0. A NaN met by a quantizer sets nan.
+  void finish_row(float* o, float sum, int64_t h, const bool* m, int64_t ms, int64_t S, bool& nan) const {
+    float d = den(sum, h, nan);
+    if (!(d > 0.f)) d = 1.f;  // every key masked: all-zero probabilities instead of 0/0
+    nan |= num.row(o, S, h, false);
+    for (int64_t j = 0; j < S; ++j) o[j] = o[j] / d;
+    nan |= out.row(o, S, h, false);
+    for (int64_t j = 0; j < S; ++j)
+      if (m[j * ms]) o[j] = 0.f;
+  }
+};
+
+// The mask row of row r = (b * H + h) * T + t of a [B, H, T, S] product (mask expanded to that shape).
+struct MaskRows {
+  const bool* p;
+  int64_t H, T, mb, mh, mt, ms;
+  explicit MaskRows(const at::Tensor& mask) : p(mask.data_ptr<bool>()), H(mask.size(1)), T(mask.size(2)),
+      mb(mask.stride(0)), mh(mask.stride(1)), mt(mask.stride(2)), ms(mask.stride(3)) {}
+  const bool* operator()(int64_t r) const { return p + r / (H * T) * mb + r / T % H * mh + r % T * mt; }
+};
+
+at::Tensor check_mask(const at::Tensor& mask, at::IntArrayRef shape) {
+  TORCH_CHECK_TYPE(mask.scalar_type() == at::kBool, "mask must be torch.bool, got ", mask.scalar_type());
+  TORCH_CHECK_VALUE(mask.device().is_cpu(), "mask must be on the CPU like the other arguments");
+  TORCH_CHECK_VALUE(mask.dim() <= 4 && at::infer_size(mask.sizes(), shape) == shape,
+                    "mask of shape ", mask.sizes(), " does not broadcast to ", shape);
+  return mask.expand(shape);
+}
+
 at::Tensor quantized_softmax_cpu(const at::Tensor& scores_in, const at::Tensor& mask_in,
                                  const c10::optional<at::Tensor>& num_grid, const c10::optional<at::Tensor>& den_grid,
                                  const c10::optional<at::Tensor>& out_grid, int64_t bits) {
   check_tensor(scores_in, "scores", at::kFloat, 4);
-  TORCH_CHECK_TYPE(mask_in.scalar_type() == at::kBool, "mask must be torch.bool, got ", mask_in.scalar_type());
-  TORCH_CHECK_VALUE(mask_in.device().is_cpu(), "mask must be on the CPU like the other arguments");
   check_bits(bits);
   const int64_t B = scores_in.size(0), H = scores_in.size(1), T = scores_in.size(2), S = scores_in.size(3);
-  TORCH_CHECK_VALUE(mask_in.dim() <= 4 && at::infer_size(mask_in.sizes(), scores_in.sizes()) == scores_in.sizes(),
-                    "mask of shape ", mask_in.sizes(), " does not broadcast to scores of shape ", scores_in.sizes());
+  const at::Tensor mask = check_mask(mask_in, scores_in.sizes());
   TORCH_CHECK_VALUE(S > 0, "scores must have at least one key");
-  const at::Tensor scores = scores_in.contiguous(), mask = mask_in.expand({B, H, T, S});
-  at::Tensor keep[3];
-  const Grid num = make_grid(num_grid, "num_grid", H, bits, keep[0]);
-  const Grid den = make_grid(den_grid, "den_grid", H, bits, keep[1]);
-  const Grid out_q = make_grid(out_grid, "out_grid", H, bits, keep[2]);
+  const at::Tensor scores = scores_in.contiguous();
+  const SoftmaxGrids grids(num_grid, den_grid, out_grid, H, bits);
   at::Tensor out = new_buffer({B, H, T, S}, at::kFloat);
   const float* sp = scores.data_ptr<float>();
-  const bool* mp = mask.data_ptr<bool>();
   float* op = out.data_ptr<float>();
-  const int64_t rows = B * H * T, mb = mask.stride(0), mh = mask.stride(1), mt = mask.stride(2), ms = mask.stride(3);
-  auto row_mask = [&](int64_t r) { return mp + r / (H * T) * mb + r / T % H * mh + r % T * mt; };
-  // out = scores - row max (masked keys -inf, a row max that is not finite taken as 0), then exp and row sums.
+  const MaskRows row_mask(mask);
+  const int64_t rows = B * H * T;
   at::parallel_for(0, rows, grain_for(2 * S), [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) {
-      const float* s = sp + r * S;
-      const bool* m = row_mask(r);
-      float row_max = -INFINITY;
-      for (int64_t j = 0; j < S; ++j)
-        if (!m[j * ms] && !(s[j] <= row_max)) row_max = s[j];  // NaN wins, as in amax
-      if (!std::isfinite(row_max)) row_max = 0.f;
-      for (int64_t j = 0; j < S; ++j) op[r * S + j] = m[j * ms] ? -INFINITY : s[j] - row_max;
-    }
+    for (int64_t r = r0; r < r1; ++r) shift_row(sp + r * S, row_mask(r), row_mask.ms, S, op + r * S);
   });
   out.exp_();
   const at::Tensor sums = out.sum(-1);
@@ -281,22 +315,85 @@ at::Tensor quantized_softmax_cpu(const at::Tensor& scores_in, const at::Tensor& 
   std::atomic<bool> nan{false};
   at::parallel_for(0, rows, grain_for(4 * S), [&](int64_t r0, int64_t r1) {
     bool seen = false;
-    for (int64_t r = r0; r < r1; ++r) {
-      const int64_t h = r / T % H;
-      const bool* m = row_mask(r);
-      float* o = op + r * S;
-      float d = den(sum[r], h, seen);
-      if (!(d > 0.f)) d = 1.f;  // every key masked: all-zero probabilities instead of 0/0
-      seen |= num.row(o, S, h, false);
-      for (int64_t j = 0; j < S; ++j) o[j] = o[j] / d;
-      seen |= out_q.row(o, S, h, false);
-      for (int64_t j = 0; j < S; ++j)
-        if (m[j * ms]) o[j] = 0.f;
-    }
+    for (int64_t r = r0; r < r1; ++r) grids.finish_row(op + r * S, sum[r], r / T % H, row_mask(r), row_mask.ms, S, seen);
     if (seen) nan = true;
   });
   TORCH_CHECK_VALUE(!nan.load(), "scores contain NaN; quantization of NaN is undefined");
   return out;
+}
+
+// Attention of decoding queries in one pass: scores q . k (Kernels::attention_scores), the quantized softmax above,
+// probabilities . v (Kernels::attention_values), for fq_plugin.ops.reference.quantized_attention. Hypotheses
+// b * group .. b * group + group - 1 read the keys and values of row b of k and v (beam search, one copy per sentence);
+// k and v are float32, or the 8-bit codes of their activation quantizers with kv_grid (x_min and step of k and v).
+std::tuple<at::Tensor, at::Tensor> quantized_attention_cpu(
+    const at::Tensor& q_in, const at::Tensor& k_in, const at::Tensor& v_in, const at::Tensor& mask_in, int64_t heads,
+    const c10::optional<at::Tensor>& kv_grid_in, const c10::optional<at::Tensor>& num_grid,
+    const c10::optional<at::Tensor>& den_grid, const c10::optional<at::Tensor>& out_grid, int64_t bits) {
+  const bool codes = kv_grid_in.has_value();
+  check_tensor(q_in, "q", at::kFloat, 3);
+  check_tensor(k_in, "k", codes ? at::kByte : at::kFloat, 3);
+  check_tensor(v_in, "v", codes ? at::kByte : at::kFloat, 3);
+  check_bits(bits);
+  TORCH_CHECK_VALUE(heads > 0 && q_in.size(0) % heads == 0 && k_in.size(0) % heads == 0, "q and k must have a ",
+                    "multiple of heads=", heads, " rows, got ", q_in.sizes(), " and ", k_in.sizes());
+  const int64_t BH = q_in.size(0), T = q_in.size(1), D = q_in.size(2), S = k_in.size(1);
+  const int64_t B = BH / heads, Bk = k_in.size(0) / heads;
+  TORCH_CHECK_VALUE(v_in.sizes() == k_in.sizes() && k_in.size(2) == D && (Bk > 0 ? B % Bk == 0 : B == 0),
+                    "k and v must have the shape [rows, S, ", D, "] with rows dividing the ", BH,
+                    " rows of q; got k ", k_in.sizes(), ", v ", v_in.sizes());
+  TORCH_CHECK_VALUE(S > 0, "k must have at least one key");
+  at::Tensor kv_grid;
+  if (codes) {
+    check_tensor(*kv_grid_in, "kv_grid", at::kFloat, 2);
+    TORCH_CHECK_VALUE(kv_grid_in->size(0) == 2 && kv_grid_in->size(1) == 2,
+                      "kv_grid must have shape [2, 2] (x_min, step of k and v), got ", kv_grid_in->sizes());
+    kv_grid = kv_grid_in->contiguous();
+  }
+  const at::Tensor mask = check_mask(mask_in, {B, heads, T, S});
+  auto rows_of = [](const at::Tensor& t) { return t.stride(2) == 1 ? t : t.contiguous(); };
+  const at::Tensor q = rows_of(q_in), k = rows_of(k_in), v = rows_of(v_in);
+  const SoftmaxGrids grids(num_grid, den_grid, out_grid, heads, bits);
+  at::Tensor probs = new_buffer({B, heads, T, S}, at::kFloat), out = new_buffer({T, BH, D}, at::kFloat);
+  const float* qp = q.data_ptr<float>();
+  float *pp = probs.data_ptr<float>(), *outp = out.data_ptr<float>();
+  const int64_t group = Bk > 0 ? B / Bk : 1, rows = BH * T;
+  // The keys (or values) that hypothesis row bh reads.
+  const float* lo_step = codes ? kv_grid.data_ptr<float>() : nullptr;
+  auto rows_for = [&, kbase = k.data_ptr(), vbase = v.data_ptr()](int which, int64_t bh) {
+    const at::Tensor& t = which == 0 ? k : v;
+    const int64_t offset = (bh / (heads * group) * heads + bh % heads) * t.stride(0);
+    const void* base = which == 0 ? kbase : vbase;
+    if (!codes) return fq_cpu::KeyRows{static_cast<const float*>(base) + offset, nullptr, 0.f, 0.f, t.stride(1)};
+    return fq_cpu::KeyRows{nullptr, static_cast<const uint8_t*>(base) + offset, lo_step[which], lo_step[2 + which],
+                           t.stride(1)};
+  };
+  const MaskRows row_mask(mask);
+  const Kernels& kr = kernels();
+  at::parallel_for(0, rows, grain_for(2 * S * D), [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t bh = r / T, t = r % T;
+      float* p = pp + r * S;
+      kr.attention_scores(qp + bh * q.stride(0) + t * q.stride(1), rows_for(0, bh), S, D, p);
+      shift_row(p, row_mask(r), row_mask.ms, S, p);
+    }
+  });
+  probs.exp_();
+  const at::Tensor sums = probs.sum(-1);
+  const float* sum = sums.data_ptr<float>();
+  std::atomic<bool> nan{false};
+  at::parallel_for(0, rows, grain_for(2 * S * D), [&](int64_t r0, int64_t r1) {
+    bool seen = false;
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t bh = r / T, t = r % T;
+      float* p = pp + r * S;
+      grids.finish_row(p, sum[r], bh % heads, row_mask(r), row_mask.ms, S, seen);
+      kr.attention_values(p, rows_for(1, bh), S, D, outp + (t * BH + bh) * D);
+    }
+    if (seen) nan = true;
+  });
+  TORCH_CHECK_VALUE(!nan.load(), "scores contain NaN; quantization of NaN is undefined");
+  return {out, probs};
 }
 
 at::Tensor quantized_layer_norm_cpu(const at::Tensor& x_in, const at::Tensor& weight, const at::Tensor& bias,
@@ -652,6 +749,8 @@ TORCH_LIBRARY(fq_plugin, m) {
         "bool unsigned_act=False) -> Tensor");
   m.def("quantized_softmax(Tensor scores, Tensor mask, Tensor? num_grid, Tensor? den_grid, Tensor? out_grid, "
         "int bits=8) -> Tensor");
+  m.def("quantized_attention(Tensor q, Tensor k, Tensor v, Tensor mask, int heads, Tensor? kv_grid, "
+        "Tensor? num_grid, Tensor? den_grid, Tensor? out_grid, int bits=8) -> (Tensor, Tensor)");
   m.def("quantized_layer_norm(Tensor x, Tensor weight, Tensor bias, float eps, Tensor? num_grid, Tensor? den_grid, "
         "Tensor? quot_grid, Tensor? out_grid, int bits=8) -> Tensor");
 }
@@ -666,6 +765,7 @@ TORCH_LIBRARY_IMPL(fq_plugin, CPU, m) {
   m.impl("binary_linear_w1a8", &binary_linear_w1a8_cpu);
   m.impl("binary_linear_w1a1", &binary_linear_w1a1_cpu);
   m.impl("quantized_softmax", &quantized_softmax_cpu);
+  m.impl("quantized_attention", &quantized_attention_cpu);
   m.impl("quantized_layer_norm", &quantized_layer_norm_cpu);
 }
 

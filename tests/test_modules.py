@@ -198,6 +198,31 @@ def test_inference_runs_one_fused_softmax_bit_identical_to_the_training_formula(
         torch.testing.assert_close(torch.cat(steps), out, atol=1e-5, rtol=1e-5)
 
 
+def test_decoding_keeps_8_bit_key_codes_and_attends_as_with_float_keys(monkeypatch):
+    """Incremental decoding at inference runs one attention op per step on cached 8-bit codes of the keys and values
+    (one range per activation point, as ``--quant-bucketing weight``); the outputs equal those of the same op on the
+    float (fake-quantized) keys and values, and the full pass."""
+    quant = QuantMultiheadAttention(16, 4, QuantSpec(bucketed={"weight"}), self_attention=True)
+    x = torch.randn(6, 2, 16)
+    future = torch.triu(torch.full((6, 6), float("-inf")), 1)
+    _calibrate(quant, x, x, x, attn_mask=future)
+
+    def decode():
+        state = {}
+        steps = [quant(x[t:t + 1], x[t:t + 1], x[t:t + 1], incremental_state=state)[0] for t in range(6)]
+        return torch.cat(steps), quant._get_input_buffer(state)["prev_key"]
+
+    with torch.no_grad():
+        full, _ = quant(x, x, x, attn_mask=future)
+        (codes_out, cache), fused = _run_profiled("quantized_attention", decode)
+        assert fused and cache.dtype == torch.uint8 and cache.shape == (2, 4, 6, 4)
+        monkeypatch.setattr(QuantMultiheadAttention, "_kv_code_grid", lambda self: None)
+        float_out, float_cache = decode()
+    assert float_cache.dtype == torch.float32
+    assert torch.equal(codes_out, float_out)
+    torch.testing.assert_close(codes_out, full, atol=1e-5, rtol=1e-5)
+
+
 def test_inference_runs_one_fused_layer_norm_bit_identical_to_the_training_formula():
     ln = QuantLayerNorm(32, QuantSpec(), "ffn_ln_out")
     x = torch.randn(5, 3, 32) * 4 + 1

@@ -431,6 +431,70 @@ def test_quantized_softmax_nan_and_bad_arguments(parts_path):
             ops.quantized_softmax(*args)
 
 
+# (hypotheses B, key rows Bk, heads, T, S, D): a sentence's 4 beam hypotheses sharing one row of encoder keys, the
+# base shapes at batch 64 x beam 4, several queries, D not a multiple of the 16 lanes, an empty batch
+ATTENTION_SHAPES = [(1, 1, 1, 1, 1, 1), (4, 1, 8, 1, 21, 64), (8, 2, 4, 1, 7, 64), (256, 256, 8, 1, 30, 64),
+                    (256, 64, 8, 1, 21, 64), (3, 3, 2, 5, 9, 37), (4, 1, 2, 3, 40, 130), (0, 0, 4, 1, 5, 16)]
+
+
+def attention_operands(shape, kv):
+    """q, k, v, kv_grid: float keys and values, or 8-bit codes with x_min and step of k and v."""
+    b, bk, h, t, s, d = shape
+    q = torch.randn(b * h, t, d)
+    if kv == "float":
+        return q, torch.randn(bk * h, s, d), torch.randn(bk * h, s, d), None
+    codes = [torch.randint(0, 256, (bk * h, s, d), dtype=torch.uint8) for _ in range(2)]
+    return (q, *codes, torch.tensor([[-1.3, -0.6], [0.01, 0.005]]))
+
+
+@pytest.mark.parametrize("shape", ATTENTION_SHAPES)
+@pytest.mark.parametrize("kv", ["float", "codes"])
+@pytest.mark.parametrize("grids", ["per_head", "none"])
+def test_quantized_attention_is_bit_identical_to_reference(path, shape, kv, grids):
+    b, bk, h, t, s, d = shape
+    q, k, v, kv_grid = attention_operands(shape, kv)
+    mask = torch.rand(b, 1, t, s) < 0.3
+    if b:
+        mask[0, :, 0] = True  # a query whose every key is masked
+    softmax = (grid(h, 0, 1), grid(h, 0.5, s), grid(h, 0, 1)) if grids == "per_head" else (None,) * 3
+    out, probs = run(path, ops.quantized_attention, q, k, v, mask, h, kv_grid, *softmax, 8)
+    expected_out, expected_probs = ref.quantized_attention(q, k, v, mask, h, kv_grid, *softmax, 8)
+    assert out.shape == (t, b * h, d) and probs.shape == (b, h, t, s)
+    assert torch.equal(out, expected_out) and torch.equal(probs, expected_probs)
+    if kv == "codes":  # codes read as the quantizer's values
+        k, v = (torch.addcmul(kv_grid[0, i], c.float(), kv_grid[1, i]) for i, c in enumerate((k, v)))
+        assert torch.equal(run(path, ops.quantized_attention, q, k, v, mask, h, None, *softmax, 8)[0], out)
+    if grids == "none" and b:  # plain attention, every hypothesis reading its sentence's keys
+        rows = torch.arange(b * h)
+        kv_row = rows // (h * (b // bk)) * h + rows % h
+        scores = torch.bmm(q, k[kv_row].transpose(1, 2)).view(b, h, t, s).masked_fill(mask, float("-inf"))
+        plain = torch.softmax(scores, -1).nan_to_num(0.0)
+        torch.testing.assert_close(probs, plain, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(out, torch.bmm(plain.view(b * h, t, s), v[kv_row]).transpose(0, 1),
+                                   atol=1e-5, rtol=1e-5)
+
+
+def test_quantized_attention_nan_and_bad_arguments(parts_path):
+    q, k, v, kv_grid = attention_operands((4, 2, 2, 1, 5, 16), "codes")
+    mask = torch.zeros(4, 1, 1, 5, dtype=torch.bool)
+    softmax = (grid(2, 0, 1), None, None)
+    q[3, 0, 7] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        run(parts_path, ops.quantized_attention, q, k, v, mask, 2, kv_grid, *softmax, 8)
+    good = (torch.randn(8, 1, 16), k, v, mask, 2, kv_grid, *softmax, 8)
+    for index, value, exc, match in [(1, k.float(), TypeError, "uint8"), (5, None, TypeError, "float32"),
+                                     (5, torch.zeros(2, 1), ValueError, r"\[2, 2\]"),
+                                     (1, k[:2].clone(), ValueError, "shape"), (4, 3, ValueError, "heads=3"),
+                                     (0, torch.randn(6, 1, 16), ValueError, "dividing"),
+                                     (1, k[:, :0].clone(), ValueError, "shape|one key"),
+                                     (3, torch.zeros(3, 1, 1, 5, dtype=torch.bool), ValueError, "broadcast"),
+                                     (9, 1, ValueError, "bit width")]:
+        args = list(good)
+        args[index] = value
+        with pytest.raises(exc, match=match):
+            ops.quantized_attention(*args)
+
+
 @pytest.mark.parametrize("shape", [(1, 1), (5, 7, 130), (3, 512), (4, 1, 128), (30, 64, 512), (0, 4), (2, 3, 1)])
 @pytest.mark.parametrize("grids", ["per_feature", "single", "some", "none"])
 @pytest.mark.parametrize("bits", [8, 4])
@@ -571,6 +635,10 @@ def test_opcheck():
     torch.library.opcheck(torch.ops.fq_plugin.quantized_softmax.default,
                           (torch.randn(2, 4, 3, 5), torch.zeros(2, 1, 1, 5, dtype=torch.bool), grid(4, 0, 1), None,
                            grid(1, 0, 1), 8), test_utils=("test_schema", "test_faketensor"))
+    q, k, v, kv_grid = attention_operands((4, 2, 2, 1, 5, 16), "codes")
+    torch.library.opcheck(torch.ops.fq_plugin.quantized_attention.default,
+                          (q, k, v, torch.zeros(1, 1, 1, 5, dtype=torch.bool), 2, kv_grid, grid(2, 0, 1), None, None,
+                           8), test_utils=("test_schema", "test_faketensor"))
     torch.library.opcheck(torch.ops.fq_plugin.quantized_layer_norm.default,
                           (torch.randn(2, 3, 7), torch.ones(7), torch.zeros(7), 1e-5, grid(7, -3, 3), grid(1, 0.5, 2),
                            None, None, 8), test_utils=("test_schema", "test_faketensor"))

@@ -9,7 +9,7 @@ from fairseq.modules import MultiheadAttention
 from torch import Tensor
 
 from .. import ops  # noqa: F401  (defines the torch.ops.fq_plugin ops without the extension)
-from ..quant import valid_positions
+from ..quant import ActivationQuantizer, valid_positions
 from ..quant.parts import softmax_from_parts
 from .quant_config import apply_quantizer, fused_grids, run_fused
 
@@ -113,19 +113,64 @@ class QuantMultiheadAttention(MultiheadAttention):
         return x.view(kv_bsz, self.num_heads, beam, beam_tgt // beam, n).transpose(1, 2).reshape(
             bsz * self.num_heads, beam_tgt // beam, n)
 
+    def _softmax_parts(self):
+        return self.softmax_num_quantizer, self.softmax_den_quantizer, self.softmax_out_quantizer
+
+    def _fused_softmax(self):
+        """``(grids, bits)`` of the softmax parts for the fused inference ops (QAT and packed models alike), or None
+        (training, gradients, parts that cannot be fused)."""
+        return None if self.training or torch.is_grad_enabled() else fused_grids(*self._softmax_parts())
+
+    def _kv_code_grid(self):
+        """float32 ``[2, 2]`` (x_min and step of k and v) when both are quantized by calibrated single-range affine
+        quantizers: decoding then keeps their 8-bit codes, a quarter of the float bytes, that the attention op reads
+        as the quantizers' values. Else None (float keys and values)."""
+        grids = []
+        for q in (self.k_quantizer, self.v_quantizer):
+            if type(q) is not ActivationQuantizer or not q._enabled or q.num_buckets != 1:
+                return None
+            grids.append(q.inference_grid())
+            if grids[-1] is None:
+                return None
+        return torch.cat(grids, dim=1)
+
+    @staticmethod
+    def _codes(quantizer, x):
+        """The 8-bit codes of ``quantizer`` for ``x`` (those its fake quantization multiplies by the step size)."""
+        rows = x.reshape(-1, x.shape[-1])
+        codes = run_fused(torch.ops.fq_plugin.quantize_affine_u8, quantizer.name, rows, quantizer.x_min,
+                          quantizer.x_max, quantizer.bits)
+        return codes.view(x.shape)
+
     def _softmax(self, scores, masked, query_valid):
         """Attention probabilities from the quantized numerator, denominator and output (seed 003 §3.2)."""
-        parts = (self.softmax_num_quantizer, self.softmax_den_quantizer, self.softmax_out_quantizer)
-        fused = None if self.training or torch.is_grad_enabled() else fused_grids(*parts)
+        fused = self._fused_softmax()
         if fused is not None:  # inference: one pass (QAT and packed models alike)
             grids, bits = fused
             return run_fused(torch.ops.fq_plugin.quantized_softmax, "softmax", scores, masked, *grids, bits)
+        parts = self._softmax_parts()
         attn_valid = ~masked
         if query_valid is not None:
             attn_valid = attn_valid & query_valid[..., 0].t().view(scores.shape[0], 1, scores.shape[2], 1)
         valid = (attn_valid, attn_valid.any(-1, keepdim=True), attn_valid)
         quantizers = [None if q is None else partial(apply_quantizer, q, valid=v) for q, v in zip(parts, valid)]
         return softmax_from_parts(scores, masked, *quantizers)
+
+    def _attend(self, q, k, v, masked, query_valid, bsz, kv_bsz):
+        """``(attn [T, bsz, embed_dim], probs [bsz, heads, T, S])`` by ATen products and :meth:`_softmax`."""
+        tgt_len, src_len = q.size(1), k.size(1)
+        if kv_bsz != bsz:
+            scores = self._to_hypotheses(torch.bmm(self._to_sentences(q, kv_bsz), k.transpose(1, 2)), bsz)
+        else:
+            scores = torch.bmm(q, k.transpose(1, 2))
+        scores = scores.view(bsz, self.num_heads, tgt_len, src_len).float()
+        probs = self._softmax(scores, masked, query_valid).type_as(q)
+        probs_rows = self.dropout_module(probs.view(bsz * self.num_heads, tgt_len, src_len))
+        if kv_bsz != bsz:
+            attn = self._to_hypotheses(torch.bmm(self._to_sentences(probs_rows, kv_bsz), v), bsz)
+        else:
+            attn = torch.bmm(probs_rows, v)
+        return attn.transpose(0, 1).contiguous().view(tgt_len, bsz, self.embed_dim), probs
 
     def forward(self, query: Tensor, key: Optional[Tensor], value: Optional[Tensor],
                 key_padding_mask: Optional[Tensor] = None,
@@ -152,13 +197,19 @@ class QuantMultiheadAttention(MultiheadAttention):
         if self.self_attention and key_valid is None:
             key_valid = query_valid
 
+        # Decoding at inference: one op from q, k, v to the attention output, k and v kept as codes where they can be.
+        fused = self._fused_softmax() if incremental_state is not None else None
+        kv_grid = None if fused is None else self._kv_code_grid()
         q = apply_quantizer(self.q_quantizer, self.q_proj(query), query_valid) * self.scaling
         q = q.contiguous().view(tgt_len, bsz * heads, head_dim).transpose(0, 1)
         k = v = None
         kv_bsz = bsz if key is None else key.size(1)
-        if key is not None:
+        if key is not None and kv_grid is not None:
+            k, v = self._codes(self.k_quantizer, self.k_proj(key)), self._codes(self.v_quantizer, self.v_proj(value))
+        elif key is not None:
             k = apply_quantizer(self.k_quantizer, self.k_proj(key), key_valid)
             v = apply_quantizer(self.v_quantizer, self.v_proj(value), key_valid)
+        if key is not None:
             k = k.contiguous().view(-1, kv_bsz * heads, head_dim).transpose(0, 1)
             v = v.contiguous().view(-1, kv_bsz * heads, head_dim).transpose(0, 1)
 
@@ -186,26 +237,20 @@ class QuantMultiheadAttention(MultiheadAttention):
         if key_padding_mask is not None and kv_bsz != bsz:
             key_padding_mask = key_padding_mask.repeat_interleave(bsz // kv_bsz, dim=0)
 
-        if kv_bsz != bsz:
-            scores = self._to_hypotheses(torch.bmm(self._to_sentences(q, kv_bsz), k.transpose(1, 2)), bsz)
-        else:
-            scores = torch.bmm(q, k.transpose(1, 2))
-        scores = scores.view(bsz, heads, tgt_len, src_len).float()
-        masked = torch.zeros(1, 1, 1, 1, dtype=torch.bool, device=scores.device)
+        masked = torch.zeros(1, 1, 1, 1, dtype=torch.bool, device=q.device)
         if attn_mask is not None:
             # fairseq masks with -inf (decoder) or -1e8 (encoder layers), or with a bool mask.
             blocked = attn_mask <= -1e4 if attn_mask.is_floating_point() else attn_mask.bool()
             masked = masked | blocked.view(1, 1, tgt_len, src_len)
         if key_padding_mask is not None:
             masked = masked | key_padding_mask.bool().view(bsz, 1, 1, src_len)
-        probs = self._softmax(scores, masked, query_valid).type_as(q)
-
-        probs_rows = self.dropout_module(probs.view(bsz * heads, tgt_len, src_len))
-        if kv_bsz != bsz:
-            attn = self._to_hypotheses(torch.bmm(self._to_sentences(probs_rows, kv_bsz), v), bsz)
+        if fused is not None:
+            grids, bits = fused
+            attn, probs = run_fused(torch.ops.fq_plugin.quantized_attention, "softmax", q, k, v, masked, heads,
+                                    kv_grid, *grids, bits)
+            attn = attn.view(tgt_len, bsz, embed_dim)
         else:
-            attn = torch.bmm(probs_rows, v)
-        attn = attn.transpose(0, 1).contiguous().view(tgt_len, bsz, embed_dim)
+            attn, probs = self._attend(q, k, v, masked, query_valid, bsz, kv_bsz)
         attn = apply_quantizer(self.attn_out_quantizer, attn, query_valid)
         attn = self.out_proj(attn) + attn if self.out_proj_residual else self.out_proj(attn)
 

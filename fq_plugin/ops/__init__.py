@@ -16,7 +16,7 @@ from .reference import MAX_K, pack_ternary, unpack_ternary, words_for
 
 __all__ = ["quantize_affine_u8", "quantize_absmax_i8", "fake_quantize_affine", "int8_linear", "int8_linear_symmetric",
            "pack_signs", "unpack_signs", "binary_linear_w1a8", "binary_linear_w1a1", "pack_ternary", "unpack_ternary",
-           "quantized_softmax", "quantized_layer_norm",
+           "quantized_softmax", "quantized_attention", "quantized_layer_norm",
            "extension_available", "backend_info", "set_cpu_isa", "set_int8_gemm", "words_for", "SCHEMAS"]
 
 # One schema per op; the C++ extension defines the same strings (tests compare them).
@@ -35,6 +35,9 @@ SCHEMAS = {
                           "Tensor? bias, int K, bool unsigned_act=False) -> Tensor",
     "quantized_softmax": "quantized_softmax(Tensor scores, Tensor mask, Tensor? num_grid, Tensor? den_grid, "
                          "Tensor? out_grid, int bits=8) -> Tensor",
+    "quantized_attention": "quantized_attention(Tensor q, Tensor k, Tensor v, Tensor mask, int heads, "
+                           "Tensor? kv_grid, Tensor? num_grid, Tensor? den_grid, Tensor? out_grid, int bits=8) -> "
+                           "(Tensor, Tensor)",
     "quantized_layer_norm": "quantized_layer_norm(Tensor x, Tensor weight, Tensor bias, float eps, Tensor? num_grid, "
                             "Tensor? den_grid, Tensor? quot_grid, Tensor? out_grid, int bits=8) -> Tensor",
 }
@@ -49,6 +52,7 @@ _REFERENCE_IMPLS = {
     "binary_linear_w1a8": reference.binary_linear_w1a8,
     "binary_linear_w1a1": reference.binary_linear_w1a1,
     "quantized_softmax": reference.quantized_softmax,
+    "quantized_attention": reference.quantized_attention,
     "quantized_layer_norm": reference.quantized_layer_norm,
 }
 
@@ -92,6 +96,9 @@ def _register_fakes():
         lambda x_bits, x_scale, w_bits, *args: out_mn(x_bits, w_bits))
     torch.library.register_fake("fq_plugin::quantized_softmax")(
         lambda scores, *args: torch.empty_like(scores, memory_format=torch.contiguous_format))
+    torch.library.register_fake("fq_plugin::quantized_attention")(
+        lambda q, k, v, mask, heads, *args: (q.new_empty((q.shape[1], q.shape[0], q.shape[2])),
+                                             q.new_empty((q.shape[0] // heads, heads, q.shape[1], k.shape[1]))))
     torch.library.register_fake("fq_plugin::quantized_layer_norm")(
         lambda x, *args: torch.empty_like(x, memory_format=torch.contiguous_format))
 
@@ -363,6 +370,21 @@ def _grid(grid, name, buckets):
         raise ValueError(f"{name} must have shape [2, {buckets}] or [2, 1] (x_min, step size), got {tuple(grid.shape)}")
 
 
+def _softmax_arguments(shape, mask, num_grid, den_grid, out_grid, bits):
+    """Checks of the softmax arguments for scores of ``shape`` ``[B, H, T, S]``."""
+    if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
+        raise TypeError(f"mask must be a bool tensor, got {getattr(mask, 'dtype', type(mask).__name__)}")
+    try:
+        fits = mask.dim() <= 4 and torch.broadcast_shapes(mask.shape, shape) == shape
+    except RuntimeError:
+        fits = False
+    if not fits:
+        raise ValueError(f"mask of shape {tuple(mask.shape)} does not broadcast to scores {tuple(shape)}")
+    for grid, name in ((num_grid, "num_grid"), (den_grid, "den_grid"), (out_grid, "out_grid")):
+        _grid(grid, name, shape[1])
+    reference.check_bits(bits)
+
+
 def quantized_softmax(scores, mask, num_grid=None, den_grid=None, out_grid=None, bits: int = 8) -> torch.Tensor:
     """Attention probabilities from quantized parts in one pass (inference; see
     :func:`fq_plugin.ops.reference.quantized_softmax`, which it matches up to the rounding of exp and the row sums).
@@ -374,19 +396,42 @@ def quantized_softmax(scores, mask, num_grid=None, den_grid=None, out_grid=None,
         float32 ``[B, H, T, S]``. Raises ``ValueError`` when a quantized part holds NaN.
     """
     _tensor(scores, "scores", torch.float32, 4)
-    if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
-        raise TypeError(f"mask must be a bool tensor, got {getattr(mask, 'dtype', type(mask).__name__)}")
-    try:
-        fits = mask.dim() <= 4 and torch.broadcast_shapes(mask.shape, scores.shape) == scores.shape
-    except RuntimeError:
-        fits = False
-    if not fits:
-        raise ValueError(f"mask of shape {tuple(mask.shape)} does not broadcast to scores {tuple(scores.shape)}")
-    for grid, name in ((num_grid, "num_grid"), (den_grid, "den_grid"), (out_grid, "out_grid")):
-        _grid(grid, name, scores.shape[1])
+    _softmax_arguments(scores.shape, mask, num_grid, den_grid, out_grid, bits)
     _same_device(scores, mask, num_grid, den_grid, out_grid)
-    reference.check_bits(bits)
     return torch.ops.fq_plugin.quantized_softmax(scores, mask, num_grid, den_grid, out_grid, bits)
+
+
+def quantized_attention(q, k, v, mask, heads: int, kv_grid=None, num_grid=None, den_grid=None, out_grid=None,
+                        bits: int = 8):
+    """Attention of decoding queries in one pass (inference): ``q . k``, :func:`quantized_softmax`, ``probs . v``, with
+    the keys and values in float32 or as 8-bit codes, and the hypotheses of a sentence sharing one row of them (see
+    :func:`fq_plugin.ops.reference.quantized_attention`, which it matches bit for bit).
+
+    Args:
+        q: float32 ``[B * heads, T, D]``; k, v: ``[Bk * heads, S, D]``, B a multiple of Bk, float32 or (with
+        ``kv_grid`` float32 ``[2, 2]``) uint8; mask: bool broadcastable to ``[B, heads, T, S]``; num/den/out grids,
+        bits: as :func:`quantized_softmax`.
+    Returns:
+        ``(out [T, B * heads, D], probs [B, heads, T, S])``. Raises ``ValueError`` when a quantized part holds NaN.
+    """
+    kv_dtype = torch.float32 if kv_grid is None else torch.uint8
+    for t, name, dtype in ((q, "q", torch.float32), (k, "k", kv_dtype), (v, "v", kv_dtype)):
+        _tensor(t, name, dtype, 3)
+    if kv_grid is not None:
+        _tensor(kv_grid, "kv_grid", torch.float32, 2)
+        if kv_grid.shape != (2, 2):
+            raise ValueError(f"kv_grid must have shape [2, 2] (x_min, step of k and v), got {tuple(kv_grid.shape)}")
+    if not isinstance(heads, int) or heads < 1 or q.shape[0] % heads or k.shape[0] % heads:
+        raise ValueError(f"q and k must have a multiple of heads={heads} rows, got {tuple(q.shape)}, {tuple(k.shape)}")
+    rows, kv_rows = q.shape[0] // heads, k.shape[0] // heads
+    if v.shape != k.shape or k.shape[2] != q.shape[2] or (rows % kv_rows if kv_rows else rows):
+        raise ValueError(f"k and v must have the shape [rows, S, {q.shape[2]}] with rows dividing the {q.shape[0]} "
+                         f"rows of q; got k {tuple(k.shape)}, v {tuple(v.shape)}")
+    if k.shape[1] == 0:
+        raise ValueError("k must have at least one key")
+    _softmax_arguments(torch.Size((rows, heads, q.shape[1], k.shape[1])), mask, num_grid, den_grid, out_grid, bits)
+    _same_device(q, k, v, mask, kv_grid, num_grid, den_grid, out_grid)
+    return torch.ops.fq_plugin.quantized_attention(q, k, v, mask, heads, kv_grid, num_grid, den_grid, out_grid, bits)
 
 
 def quantized_layer_norm(x, weight, bias, eps: float, num_grid=None, den_grid=None, quot_grid=None, out_grid=None,

@@ -109,6 +109,51 @@ def quantized_softmax(scores, mask, num_grid=None, den_grid=None, out_grid=None,
     return softmax_from_parts(scores, mask, *quantizers).contiguous()
 
 
+def lane_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``(a * b).sum(-1)`` (broadcast) summed in the order of the C++ kernels (``lane_dot`` in cuda/cpu_kernels.h):
+    16 lane sums over the last dim, then the lanes added pairwise (8 + 8, 4 + 4, 2 + 2, 1 + 1)."""
+    prod = a * b
+    lanes = torch.nn.functional.pad(prod, (0, -prod.shape[-1] % 16)).unflatten(-1, (-1, 16))
+    acc = torch.zeros_like(lanes[..., 0, :])
+    for chunk in lanes.unbind(-2):
+        acc = acc + chunk
+    width = 8
+    while width:
+        acc = acc[..., :width] + acc[..., width:2 * width]
+        width //= 2
+    return acc[..., 0]
+
+
+def quantized_attention(q, k, v, mask, heads: int, kv_grid=None, num_grid=None, den_grid=None, out_grid=None,
+                        bits: int = 8):
+    """Attention of decoding queries with the quantized softmax: ``scores = q . k`` (:func:`lane_dot`), probabilities
+    :func:`quantized_softmax`, ``out = sum_j probs_j * v_j`` in key order.
+
+    Args:
+        q: float32 ``[B * heads, T, D]``; k, v: ``[Bk * heads, S, D]`` with B a multiple of Bk: hypotheses
+            ``b * B / Bk`` .. read row b of k and v (one copy per sentence in beam search); float32, or with
+            ``kv_grid`` (float32 ``[2, 2]``: x_min and step size of k and v) the uint8 codes of their activation
+            quantizers, read as ``x_min + code * step`` (one rounding, as the quantizers); mask: bool broadcastable
+            to ``[B, heads, T, S]``, True for masked keys; num/den/out grids, bits: as :func:`quantized_softmax`.
+    Returns:
+        ``(out, probs)``: float32 ``[T, B * heads, D]`` (fairseq's time-major layout) and ``[B, heads, T, S]``.
+    """
+    if kv_grid is not None:
+        k, v = (torch.addcmul(kv_grid[0, i], t.float(), kv_grid[1, i]) for i, t in enumerate((k, v)))
+    rows, tgt_len, dim = q.shape
+    kv_rows, src_len = k.shape[:2]
+    group = rows // kv_rows if kv_rows else 1
+    q = q.reshape(kv_rows // heads, group, heads, tgt_len, 1, dim)
+    k, v = (t.reshape(kv_rows // heads, 1, heads, 1, src_len, dim) for t in (k, v))
+    scores = lane_dot(q, k).reshape(rows // heads, heads, tgt_len, src_len)
+    probs = quantized_softmax(scores, mask, num_grid, den_grid, out_grid, bits)
+    p = probs.reshape(kv_rows // heads, group, heads, tgt_len, src_len, 1)
+    out = q.new_zeros(kv_rows // heads, group, heads, tgt_len, dim)
+    for j in range(src_len):
+        out = out + p[..., j, :] * v.select(-2, j)
+    return out.reshape(rows, tgt_len, dim).transpose(0, 1).contiguous(), probs
+
+
 def quantized_layer_norm(x, weight, bias, eps: float, num_grid=None, den_grid=None, quot_grid=None, out_grid=None,
                          bits: int = 8) -> torch.Tensor:
     """:func:`fq_plugin.quant.parts.layer_norm_from_parts` with frozen grids, one per feature (``[2, C]``) or for all

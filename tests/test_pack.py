@@ -91,6 +91,42 @@ def test_both_int8_gemms_translate_alike(data_bin, fqt_deploy, tmp_path):
     assert len(hyps["kernels"]) == 100 and hyps["kernels"] == hyps["int_mm"]
 
 
+def test_decoding_steps_write_log_probabilities_over_their_logits(data_bin, fqt_deploy, tmp_path, monkeypatch):
+    """fairseq's beam search reads each step's log-probabilities once; our models write them over the step's logits
+    (no new batch x vocabulary tensor): the same hypotheses and scores as fairseq's own normalization."""
+    from fairseq.models.fairseq_model import FairseqEncoderDecoderModel
+    from fairseq.sequence_generator import SequenceGenerator
+
+    models, _, task = checkpoint_utils.load_model_ensemble_and_task(
+        [str(_pack(fqt_deploy, tmp_path / "packed.pt"))], arg_overrides={"data": str(data_bin)})
+    model = models[0].eval()
+    task.load_dataset("valid")
+    sample = next(task.get_batch_iterator(task.dataset("valid"), max_sentences=8).next_epoch_itr(shuffle=False))
+    generator = SequenceGenerator([model], task.target_dictionary, beam_size=4, len_penalty=0.6)
+    overwritten = []
+    normalize = type(model).get_normalized_probs
+
+    def spy(self, net_output, log_probs, sample=None):
+        out = normalize(self, net_output, log_probs, sample)
+        overwritten.append(out.data_ptr() == net_output[0].data_ptr())
+        return out
+
+    with torch.no_grad():
+        monkeypatch.setattr(type(model), "get_normalized_probs", spy)
+        ours = generator.generate([model], sample)
+        monkeypatch.setattr(type(model), "get_normalized_probs", FairseqEncoderDecoderModel.get_normalized_probs)
+        fairseqs = generator.generate([model], sample)
+        assert overwritten and all(overwritten)
+        net_output = model(**sample["net_input"])  # a whole-sequence pass (scoring, validation): logits kept
+        logits = net_output[0].clone()
+        normalize(model, net_output, log_probs=True)
+        assert torch.equal(net_output[0], logits)
+    for mine, theirs in zip(ours, fairseqs):
+        for a, b in zip(mine, theirs):
+            assert torch.equal(a["tokens"], b["tokens"]) and torch.equal(a["score"], b["score"])
+            assert torch.equal(a["positional_scores"], b["positional_scores"])
+
+
 def test_fairseq_interactive_reads_a_packed_checkpoint(data_bin, fqt_deploy, tmp_path):
     packed = _pack(fqt_deploy, tmp_path / "packed.pt")
     lines = "s1 s2 s3\ns5 s7 s11 s13\n"

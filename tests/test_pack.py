@@ -91,9 +91,11 @@ def test_both_int8_gemms_translate_alike(data_bin, fqt_deploy, tmp_path):
     assert len(hyps["kernels"]) == 100 and hyps["kernels"] == hyps["int_mm"]
 
 
-def test_decoding_steps_write_log_probabilities_over_their_logits(data_bin, fqt_deploy, tmp_path, monkeypatch):
-    """fairseq's beam search reads each step's log-probabilities once; our models write them over the step's logits
-    (no new batch x vocabulary tensor): the same hypotheses and scores as fairseq's own normalization."""
+def test_decoding_steps_match_fairseqs_own_normalization_and_reordering(data_bin, fqt_deploy, tmp_path, monkeypatch):
+    """What our models change in fairseq's beam-search step: the log-probabilities are written over the step's logits
+    (no new batch x vocabulary tensor), and the modules with a cache to reorder are listed once. The same hypotheses
+    and scores as with fairseq's own methods."""
+    from fairseq.models.fairseq_incremental_decoder import FairseqIncrementalDecoder
     from fairseq.models.fairseq_model import FairseqEncoderDecoderModel
     from fairseq.sequence_generator import SequenceGenerator
 
@@ -114,9 +116,11 @@ def test_decoding_steps_write_log_probabilities_over_their_logits(data_bin, fqt_
     with torch.no_grad():
         monkeypatch.setattr(type(model), "get_normalized_probs", spy)
         ours = generator.generate([model], sample)
-        monkeypatch.setattr(type(model), "get_normalized_probs", FairseqEncoderDecoderModel.get_normalized_probs)
-        fairseqs = generator.generate([model], sample)
         assert overwritten and all(overwritten)
+        monkeypatch.setattr(type(model), "get_normalized_probs", FairseqEncoderDecoderModel.get_normalized_probs)
+        monkeypatch.setattr(type(model.decoder), "reorder_incremental_state_scripting",
+                            FairseqIncrementalDecoder.reorder_incremental_state_scripting)
+        fairseqs = generator.generate([model], sample)
         net_output = model(**sample["net_input"])  # a whole-sequence pass (scoring, validation): logits kept
         logits = net_output[0].clone()
         normalize(model, net_output, log_probs=True)

@@ -27,6 +27,7 @@ from ..modules.quant_config import QuantConfig
 from ..modules.quant_layer_norm import QuantLayerNorm
 from ..modules.quant_linear import QuantEmbedding, QuantLinear
 from ..quant import Quantizer, token_mask
+from ..quant.inference_cache import InferenceCache
 
 
 def _wrap_layer(layer, cfg):
@@ -113,7 +114,7 @@ class FQTransformerEncoder(TransformerEncoderBase):
             return super().forward(src_tokens, src_lengths, return_all_hiddens, token_embeddings)
 
 
-class FQTransformerDecoder(TransformerDecoderBase):
+class FQTransformerDecoder(InferenceCache, TransformerDecoderBase):
     def __init__(self, cfg, dictionary, embed_tokens, no_encoder_attn=False, output_projection=None):
         super().__init__(cfg, dictionary, embed_tokens, no_encoder_attn, output_projection)
         _quantize_inputs(self, spec_from_cfg(cfg), "dec_emb", cfg.decoder.embed_dim)
@@ -131,6 +132,17 @@ class FQTransformerDecoder(TransformerDecoderBase):
                                              bias=False, weight_quantizer=spec.weight("output"),
                                              token_quantizer=spec.output_input_quantizer())
         self.output_projection.weight = float_projection.weight  # keeps weight sharing with the embeddings
+
+    def reorder_incremental_state_scripting(self, incremental_state, new_order):
+        """fairseq's (beam search calls it every step), over the modules that have ``reorder_incremental_state`` listed
+        once: fairseq looks for them among all the decoder's modules each time, ~1 ms per step here (quantizers are
+        modules too; a sixth of a batch-1 decoding step)."""
+        reordering = self.inference_cached("reordering_modules", (), lambda: [
+            m for m in self.modules() if hasattr(m, "reorder_incremental_state")])
+        for module in reordering:
+            result = module.reorder_incremental_state(incremental_state, new_order)
+            if result is not None:
+                incremental_state = result
 
     def forward(self, prev_output_tokens, encoder_out=None, incremental_state=None, **kwargs):
         with token_mask(prev_output_tokens.ne(self.padding_idx)):

@@ -83,8 +83,8 @@ struct Kernels {
   void (*expand_signs)(const uint32_t* w, const uint32_t* w2, int64_t KW, int64_t K, int64_t r0, int64_t r1,
                        int8_t* out);
 
-  // Attention of one query (float32, D values) over the S keys or values of `kv`: out[j] = lane_dot(q, k_j), and
-  // out[d] = sum over j in order of p[j] * v_j[d]. The same values on every path.
+  // Attention of one query (float32, D values) over S keys or values: out[j] = q . k_j summed in lanes (see
+  // attention_scores_scalar), and out[d] = sum over j in order of p[j] * v_j[d]. The same values on every path.
   void (*attention_scores)(const float* q, const KeyRows& k, int64_t S, int64_t D, float* out);
   void (*attention_values)(const float* p, const KeyRows& v, int64_t S, int64_t D, float* out);
 };
@@ -140,7 +140,8 @@ inline void expand_signs_scalar(const uint32_t* w, const uint32_t* w2, int64_t K
 
 // Element d of row j of keys or values.
 inline float key_value(const KeyRows& kv, int64_t j, int64_t d) {
-  return kv.codes ? fmaf(static_cast<float>(kv.codes[j * kv.stride + d]), kv.step, kv.lo) : kv.values[j * kv.stride + d];
+  const int64_t i = j * kv.stride + d;
+  return kv.codes ? fmaf(static_cast<float>(kv.codes[i]), kv.step, kv.lo) : kv.values[i];
 }
 
 // sum_d q[d] * k_j[d] in one order on every CPU path (fq_plugin.ops.reference.lane_dot spells it in ATen ops; the

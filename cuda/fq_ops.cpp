@@ -315,11 +315,19 @@ at::Tensor quantized_softmax_cpu(const at::Tensor& scores_in, const at::Tensor& 
   std::atomic<bool> nan{false};
   at::parallel_for(0, rows, grain_for(4 * S), [&](int64_t r0, int64_t r1) {
     bool seen = false;
-    for (int64_t r = r0; r < r1; ++r) grids.finish_row(op + r * S, sum[r], r / T % H, row_mask(r), row_mask.ms, S, seen);
+    for (int64_t r = r0; r < r1; ++r)
+      grids.finish_row(op + r * S, sum[r], r / T % H, row_mask(r), row_mask.ms, S, seen);
     if (seen) nan = true;
   });
   TORCH_CHECK_VALUE(!nan.load(), "scores contain NaN; quantization of NaN is undefined");
   return out;
+}
+
+// Keys or values t (float32, or codes with kv_grid column `which`) as the kernels read them.
+fq_cpu::KeyRows key_rows(const at::Tensor& t, const at::Tensor& kv_grid, int which) {
+  if (!kv_grid.defined()) return {t.data_ptr<float>(), nullptr, 0.f, 0.f, t.stride(1)};
+  const float* lo_step = kv_grid.data_ptr<float>();
+  return {nullptr, t.data_ptr<uint8_t>(), lo_step[which], lo_step[2 + which], t.stride(1)};
 }
 
 // Attention of decoding queries in one pass: scores q . k (Kernels::attention_scores), the quantized softmax above,
@@ -358,15 +366,15 @@ std::tuple<at::Tensor, at::Tensor> quantized_attention_cpu(
   const float* qp = q.data_ptr<float>();
   float *pp = probs.data_ptr<float>(), *outp = out.data_ptr<float>();
   const int64_t group = Bk > 0 ? B / Bk : 1, rows = BH * T;
-  // The keys (or values) that hypothesis row bh reads.
-  const float* lo_step = codes ? kv_grid.data_ptr<float>() : nullptr;
-  auto rows_for = [&, kbase = k.data_ptr(), vbase = v.data_ptr()](int which, int64_t bh) {
-    const at::Tensor& t = which == 0 ? k : v;
-    const int64_t offset = (bh / (heads * group) * heads + bh % heads) * t.stride(0);
-    const void* base = which == 0 ? kbase : vbase;
-    if (!codes) return fq_cpu::KeyRows{static_cast<const float*>(base) + offset, nullptr, 0.f, 0.f, t.stride(1)};
-    return fq_cpu::KeyRows{nullptr, static_cast<const uint8_t*>(base) + offset, lo_step[which], lo_step[2 + which],
-                           t.stride(1)};
+  const fq_cpu::KeyRows keys = key_rows(k, kv_grid, 0), values = key_rows(v, kv_grid, 1);
+  // The keys (values) of hypothesis row bh = hypothesis * heads + head: row sentence * heads + head of k (v).
+  auto for_row = [&](fq_cpu::KeyRows kv, int64_t row_stride, int64_t bh) {
+    const int64_t offset = (bh / (heads * group) * heads + bh % heads) * row_stride;
+    if (kv.codes)
+      kv.codes += offset;
+    else
+      kv.values += offset;
+    return kv;
   };
   const MaskRows row_mask(mask);
   const Kernels& kr = kernels();
@@ -374,7 +382,7 @@ std::tuple<at::Tensor, at::Tensor> quantized_attention_cpu(
     for (int64_t r = r0; r < r1; ++r) {
       const int64_t bh = r / T, t = r % T;
       float* p = pp + r * S;
-      kr.attention_scores(qp + bh * q.stride(0) + t * q.stride(1), rows_for(0, bh), S, D, p);
+      kr.attention_scores(qp + bh * q.stride(0) + t * q.stride(1), for_row(keys, k.stride(0), bh), S, D, p);
       shift_row(p, row_mask(r), row_mask.ms, S, p);
     }
   });
@@ -388,7 +396,7 @@ std::tuple<at::Tensor, at::Tensor> quantized_attention_cpu(
       const int64_t bh = r / T, t = r % T;
       float* p = pp + r * S;
       grids.finish_row(p, sum[r], bh % heads, row_mask(r), row_mask.ms, S, seen);
-      kr.attention_values(p, rows_for(1, bh), S, D, outp + (t * BH + bh) * D);
+      kr.attention_values(p, for_row(values, v.stride(0), bh), S, D, outp + (t * BH + bh) * D);
     }
     if (seen) nan = true;
   });

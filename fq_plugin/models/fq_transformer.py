@@ -135,8 +135,8 @@ class FQTransformerDecoder(InferenceCache, TransformerDecoderBase):
 
     def reorder_incremental_state_scripting(self, incremental_state, new_order):
         """fairseq's (beam search calls it every step), over the modules that have ``reorder_incremental_state`` listed
-        once: fairseq looks for them among all the decoder's modules each time, ~1 ms per step here (quantizers are
-        modules too; a sixth of a batch-1 decoding step)."""
+        once: fairseq looks for them among all the decoder's modules each time (~700 here, quantizers included; see
+        BENCHMARKS.md, "Decoding step, session 11")."""
         reordering = self.inference_cached("reordering_modules", (), lambda: [
             m for m in self.modules() if hasattr(m, "reorder_incremental_state")])
         for module in reordering:
@@ -202,8 +202,8 @@ class FQTransformerModel(TransformerModel):
 
     def get_normalized_probs(self, net_output, log_probs, sample=None):
         """fairseq's, except for the logits of a decoding step at inference (beam search reads them once): the
-        log-probabilities are written over them (the same ATen op and values), instead of into a new batch x
-        vocabulary tensor per step (~9 % of decoding time at batch 64 x beam 4, 32k vocabulary)."""
+        log-probabilities are written over them (the same ATen op and values) instead of into a new batch x vocabulary
+        tensor per step."""
         logits, extra = net_output[0], net_output[1] if len(net_output) > 1 else None
         if (log_probs and isinstance(extra, dict) and extra.get(DECODING_STEP) and not torch.is_grad_enabled()
                 and logits.dtype == torch.float32 and logits.is_contiguous()

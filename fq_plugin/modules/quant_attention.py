@@ -197,9 +197,10 @@ class QuantMultiheadAttention(MultiheadAttention):
         if self.self_attention and key_valid is None:
             key_valid = query_valid
 
-        # Decoding at inference on the CPU: one op from q, k, v to the attention output (the C++ kernels; on other
-        # devices its reference would loop over the keys), k and v kept as 8-bit codes where they can be.
-        fused = self._fused_softmax() if incremental_state is not None and query.device.type == "cpu" else None
+        # Decoding at inference on the CPU in float32: one op from q, k, v to the attention output (the C++ kernels; on
+        # other devices its reference would loop over the keys), k and v kept as 8-bit codes where they can be.
+        decoding = incremental_state is not None and query.device.type == "cpu" and query.dtype == torch.float32
+        fused = self._fused_softmax() if decoding else None
         kv_grid = None if fused is None else self._kv_code_grid()
         q = apply_quantizer(self.q_quantizer, self.q_proj(query), query_valid) * self.scaling
         q = q.contiguous().view(tgt_len, bsz * heads, head_dim).transpose(0, 1)

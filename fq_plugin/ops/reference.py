@@ -110,8 +110,8 @@ def quantized_softmax(scores, mask, num_grid=None, den_grid=None, out_grid=None,
 
 
 def lane_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``(a * b).sum(-1)`` (broadcast) summed in the order of the C++ kernels (``lane_dot`` in cuda/cpu_kernels.h):
-    16 lane sums over the last dim, then the lanes added pairwise (8 + 8, 4 + 4, 2 + 2, 1 + 1)."""
+    """``(a * b).sum(-1)`` (broadcast) summed in the order of the C++ kernels (``attention_scores_scalar`` in
+    cuda/cpu_kernels.h): 16 lane sums over the last dim, then the lanes added pairwise (8 + 8, 4 + 4, 2 + 2, 1 + 1)."""
     prod = a * b
     lanes = torch.nn.functional.pad(prod, (0, -prod.shape[-1] % 16)).unflatten(-1, (-1, 16))
     acc = torch.zeros_like(lanes[..., 0, :])

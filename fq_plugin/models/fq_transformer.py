@@ -114,6 +114,10 @@ class FQTransformerEncoder(TransformerEncoderBase):
             return super().forward(src_tokens, src_lengths, return_all_hiddens, token_embeddings)
 
 
+# Set in the decoder's output of an inference decoding step: its logits are read once, by the search.
+DECODING_STEP = "fq_decoding_step"
+
+
 class FQTransformerDecoder(InferenceCache, TransformerDecoderBase):
     def __init__(self, cfg, dictionary, embed_tokens, no_encoder_attn=False, output_projection=None):
         super().__init__(cfg, dictionary, embed_tokens, no_encoder_attn, output_projection)
@@ -150,10 +154,6 @@ class FQTransformerDecoder(InferenceCache, TransformerDecoderBase):
         if incremental_state is not None and isinstance(extra, dict) and not torch.is_grad_enabled():
             extra[DECODING_STEP] = True  # see FQTransformerModel.get_normalized_probs
         return x, extra
-
-
-# Set in the decoder's output of an inference decoding step: its logits are read once, by the search.
-DECODING_STEP = "fq_decoding_step"
 
 
 @register_model("fq_transformer")

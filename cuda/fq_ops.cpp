@@ -104,6 +104,10 @@ at::Tensor new_buffer(at::IntArrayRef sizes, at::ScalarType dtype) {
   return t;
 }
 
+// Work of one element of a quantization pass (subtraction, division, rounding, clamp, fma) in multiply-adds, for
+// grain_for: counted as one, the decoder's 256 x 512 activations ran on one thread.
+constexpr int64_t kElementwiseWork = 8;
+
 int64_t grain_for(int64_t work_per_item) {
   return std::max<int64_t>(1, kMinParallelWork / std::max<int64_t>(1, work_per_item));
 }
@@ -165,7 +169,7 @@ at::Tensor quantize_affine_u8_cpu(const at::Tensor& x_in, const at::Tensor& x_mi
   std::atomic<bool> nan{false};
   const Kernels& kr = kernels();
   const int64_t stride = lo.size(0) == 1 ? 0 : 1;
-  at::parallel_for(0, M, grain_for(K), [&](int64_t r0, int64_t r1) {
+  at::parallel_for(0, M, grain_for(kElementwiseWork * K), [&](int64_t r0, int64_t r1) {
     if (kr.quantize_affine(x.data_ptr<float>(), K, r0, r1, lo.data_ptr<float>(), scale.data_ptr<float>(), stride,
                            static_cast<float>(levels), out.data_ptr<uint8_t>()))
       nan = true;
@@ -188,7 +192,7 @@ at::Tensor fake_quantize_affine_cpu(const at::Tensor& x_in, const at::Tensor& x_
   std::atomic<bool> nan{false};
   const Kernels& kr = kernels();
   const int64_t stride = lo.size(0) == 1 ? 0 : 1;
-  at::parallel_for(0, M, grain_for(C), [&](int64_t r0, int64_t r1) {
+  at::parallel_for(0, M, grain_for(kElementwiseWork * C), [&](int64_t r0, int64_t r1) {
     if (kr.fake_quantize(x.data_ptr<float>(), C, r0, r1, lo.data_ptr<float>(), scale.data_ptr<float>(), stride,
                          static_cast<float>((int64_t(1) << bits) - 1), out.data_ptr<float>()))
       nan = true;
@@ -432,7 +436,7 @@ at::Tensor quantized_layer_norm_cpu(const at::Tensor& x_in, const at::Tensor& we
   at::Tensor squares = at::empty_like(x);
   const float *xp = x.data_ptr<float>(), *mean = means.data_ptr<float>();
   float* sq = squares.data_ptr<float>();
-  at::parallel_for(0, M, grain_for(2 * C), [&](int64_t r0, int64_t r1) {
+  at::parallel_for(0, M, grain_for(kElementwiseWork * C), [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r)
       for (int64_t i = r * C; i < (r + 1) * C; ++i) {
         op[i] = xp[i] - mean[r];

@@ -16,6 +16,9 @@ namespace {
 
 constexpr int64_t kL2Bytes = 512 * 1024;
 
+// The mask of the first n of 16 lanes (all for n >= 16, none for n <= 0).
+inline __mmask16 lanes_left(int64_t n) { return n >= 16 ? 0xFFFF : n > 0 ? static_cast<__mmask16>((1u << n) - 1) : 0; }
+
 // ------------------------------------------------------------------------------------------------ quantizers
 
 bool quantize_affine(const float* x, int64_t K, int64_t r0, int64_t r1, const float* xmin, const float* scale,
@@ -27,7 +30,7 @@ bool quantize_affine(const float* x, int64_t K, int64_t r0, int64_t r1, const fl
     const float* xr = x + r * K;
     uint8_t* o = out + r * K;
     for (int64_t k = 0; k < K; k += 16) {
-      const __mmask16 km = K - k >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (K - k)) - 1);
+      const __mmask16 km = lanes_left(K - k);
       __m512 v = _mm512_div_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(km, xr + k), vlo), vs);
       nan_seen |= _mm512_mask_cmp_ps_mask(km, v, v, _CMP_UNORD_Q);
       v = _mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
@@ -46,7 +49,7 @@ bool quantize_absmax(const float* x, int64_t K, int64_t r0, int64_t r1, int8_t* 
     int8_t* o = out + r * K;
     __m512 vmax = _mm512_setzero_ps();
     for (int64_t k = 0; k < K; k += 16) {
-      const __mmask16 km = K - k >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (K - k)) - 1);
+      const __mmask16 km = lanes_left(K - k);
       const __m512 a = _mm512_abs_ps(_mm512_maskz_loadu_ps(km, xr + k));
       bad_seen |= _mm512_mask_cmp_ps_mask(km, a, fmax, _CMP_NLE_UQ);  // NaN or Inf
       vmax = _mm512_max_ps(vmax, a);
@@ -59,7 +62,7 @@ bool quantize_absmax(const float* x, int64_t K, int64_t r0, int64_t r1, int8_t* 
     }
     const __m512 vg = _mm512_set1_ps(g);
     for (int64_t k = 0; k < K; k += 16) {
-      const __mmask16 km = K - k >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (K - k)) - 1);
+      const __mmask16 km = lanes_left(K - k);
       __m512 v = _mm512_div_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(km, xr + k), q), vg);
       v = _mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
       _mm512_mask_cvtsepi32_storeu_epi8(o + k, km, _mm512_cvtps_epi32(_mm512_min_ps(_mm512_max_ps(v, lo), q)));
@@ -163,7 +166,7 @@ constexpr int kPanelMR = 8;  // 8 rows x 2 panels = 16 accumulators of the 32 zm
 void pack_panel(const int8_t* w, int64_t K, int64_t xs, int64_t cols, uint8_t* panel) {
   const __m512i rows = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
                                           _mm512_set1_epi32(static_cast<int32_t>(K)));
-  const __mmask16 cm = static_cast<__mmask16>((1u << cols) - 1);
+  const __mmask16 cm = lanes_left(cols);
   const int64_t k4 = K & ~int64_t(3);
   for (int64_t k = 0; k < k4; k += 4)  // 4 bytes of each column's row: one gather
     _mm512_store_si512(panel + k * kPanel, _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), cm, rows, w + k, 1));
@@ -223,7 +226,7 @@ void panel_tile(const uint8_t* x, int64_t xs, const uint8_t* panels, int64_t pan
   panel_dots<MR, NP>(x, xs, panels, panel_bytes, acc);
   for (int p = 0; p < NP; ++p) {
     const int64_t c0 = n + p * kPanel, valid = min64(kPanel, cols - p * kPanel);
-    const __mmask16 cm = static_cast<__mmask16>((1u << valid) - 1);
+    const __mmask16 cm = lanes_left(valid);
     const Columns16 columns(ep, c0, cm);
     // Signed activations were stored as x + 128: remove 128 * (weight row sum), exactly.
     const __m512i shift = x_signed ? _mm512_slli_epi32(_mm512_maskz_loadu_epi32(cm, ep.ws + c0), 7)
@@ -271,7 +274,7 @@ void int8_epilogue_rows(int32_t* acc, bool shifted, int64_t N, int64_t r0, int64
   for (int64_t r = r0; r < r1; ++r) {
     int32_t* row = acc + r * N;
     for (int64_t n = 0; n < N; n += 16) {
-      const __mmask16 cm = N - n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (N - n)) - 1);
+      const __mmask16 cm = lanes_left(N - n);
       __m512i dot = _mm512_maskz_loadu_epi32(cm, row + n);
       if (shifted) dot = _mm512_add_epi32(dot, _mm512_slli_epi32(_mm512_maskz_loadu_epi32(cm, ep.ws + n), 7));
       _mm512_mask_storeu_ps(reinterpret_cast<float*>(row + n), cm, epilogue16(ep, r, Columns16(ep, n, cm), dot));
@@ -383,7 +386,7 @@ void w1a8_panel_tile(const uint8_t* x, int64_t xs, const uint8_t* panels, int64_
   panel_dots<MR, NP>(x, xs, panels, panel_bytes, acc);
   for (int p = 0; p < NP; ++p) {
     const int64_t c0 = n + p * kPanel, valid = min64(kPanel, cols - p * kPanel);
-    const __mmask16 cm = static_cast<__mmask16>((1u << valid) - 1);
+    const __mmask16 cm = lanes_left(valid);
     const __m512 vsw = _mm512_maskz_loadu_ps(cm, ep.sw + c0);
     const __m512 vb = ep.bias ? _mm512_maskz_loadu_ps(cm, ep.bias + c0) : _mm512_setzero_ps();
     const __m512i shift = _mm512_slli_epi32(_mm512_loadu_si512(colsum + p * kPanel), 7);
@@ -497,7 +500,7 @@ void w1a1_tile(const uint32_t* x, const uint32_t* w, int64_t KW, int32_t* pop) {
   for (int i = 0; i < MR; ++i)
     for (int j = 0; j < NR; ++j) acc[i][j] = _mm512_setzero_si512();
   for (int64_t c = 0; c < KW; c += 16) {
-    const __mmask16 km = KW - c >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (KW - c)) - 1);
+    const __mmask16 km = lanes_left(KW - c);
     __m512i xv[MR];
     for (int i = 0; i < MR; ++i) xv[i] = _mm512_maskz_loadu_epi32(km, x + i * KW + c);
     for (int j = 0; j < NR; ++j) {
@@ -560,8 +563,6 @@ bool fake_quantize(const float* x, int64_t C, int64_t r0, int64_t r1, const floa
 // sums only partly): the same products and sums in the same order, so every path gives the same values. Lanes past D
 // load zero queries or probabilities, and adding the zero products to a lane sum (never -0: sums start at +0) changes
 // nothing.
-
-inline __mmask16 lanes_left(int64_t n) { return n >= 16 ? 0xFFFF : n > 0 ? static_cast<__mmask16>((1u << n) - 1) : 0; }
 
 // Elements [d, d + 16) (lanes m) of row j as floats.
 inline __m512 load_key_values(const KeyRows& kv, int64_t j, int64_t d, __mmask16 m) {

@@ -206,12 +206,13 @@ class QuantMultiheadAttention(MultiheadAttention):
         q = q.contiguous().view(tgt_len, bsz * heads, head_dim).transpose(0, 1)
         k = v = None
         kv_bsz = bsz if key is None else key.size(1)
-        if key is not None and kv_grid is not None:
-            k, v = self._codes(self.k_quantizer, self.k_proj(key)), self._codes(self.v_quantizer, self.v_proj(value))
-        elif key is not None:
-            k = apply_quantizer(self.k_quantizer, self.k_proj(key), key_valid)
-            v = apply_quantizer(self.v_quantizer, self.v_proj(value), key_valid)
         if key is not None:
+            if kv_grid is not None:
+                k = self._codes(self.k_quantizer, self.k_proj(key))
+                v = self._codes(self.v_quantizer, self.v_proj(value))
+            else:
+                k = apply_quantizer(self.k_quantizer, self.k_proj(key), key_valid)
+                v = apply_quantizer(self.v_quantizer, self.v_proj(value), key_valid)
             k = k.contiguous().view(-1, kv_bsz * heads, head_dim).transpose(0, 1)
             v = v.contiguous().view(-1, kv_bsz * heads, head_dim).transpose(0, 1)
 

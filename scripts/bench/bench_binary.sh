@@ -3,9 +3,9 @@
 # ../shared/data/ende-debian with the protocol and budget of scripts/bench/bench_fqt.sh (same model size,
 # data, optimizer, seed and number of updates); the float reference is bench_fqt.sh's float run.
 #
-#   scripts/bench/bench_binary.sh [RUN ...]     env: WORK (work/bench_binary), UPDATES (1000), THREADS (2), SEED (1)
+#   scripts/bench/bench_binary.sh [RUN ...]     env: WORK (work/bench_binary), UPDATES (1000), THREADS (2), SEED (1), FLOAT
 #
-# RUNs (default: all, in this order): bmt_w1 bmt_w1_noln bmt_w1_kd bmt_w1a1 bitnet bit_kd ternary split; then the table.
+# RUNs (default: all, in this order): bmt_w1 bmt_w1_noln bmt_w1_kd bmt_w1_kd_late bmt_w1a1 bitnet bit_kd ternary split; then the table.
 # Runs are resumable (a finished run is skipped, a scored checkpoint is not translated again); several invocations
 # with different RUNs may run in parallel.
 set -euo pipefail
@@ -14,7 +14,7 @@ WORK=${WORK:-work/bench_binary}
 UPDATES=${UPDATES:-1000}
 THREADS=${THREADS:-2}
 SEED=${SEED:-1}
-FLOAT=work/bench_fqt/float/checkpoint_last.pt
+FLOAT=${FLOAT:-work/bench_fqt/float/checkpoint_last.pt}  # the teacher; bench_pack.sh's float run is the same model
 source scripts/bench/common.sh
 TRAIN+=(--criterion qat_label_smoothed_cross_entropy)
 QUANT=(--quant-start-update 100)  # float for the first 100 updates, as the FQT benchmark
@@ -26,6 +26,9 @@ run() {
                    --no-extra-layernorm ;;
     bmt_w1_kd) train bmt_w1_kd --arch bmt_transformer "${QUANT[@]}" --max-update "$UPDATES" \
                  --teacher-path "$FLOAT" --kd-alpha 0.5 ;;
+    # The same budget, float for the first half: binary weights from update UPDATES/2, distilled throughout.
+    bmt_w1_kd_late) train bmt_w1_kd_late --arch bmt_transformer --quant-start-update $((UPDATES / 2)) \
+                      --max-update "$UPDATES" --teacher-path "$FLOAT" --kd-alpha 0.5 ;;
     # Staged (BMT): float, binary weights from 100, 1-bit projection inputs from update 300.
     bmt_w1a1) train bmt_w1a1 --arch bmt_transformer "${QUANT[@]}" --activation-quant-start-update 300 \
                 --max-update "$UPDATES" --binarize-activations --no-binarize-attention ;;
@@ -45,13 +48,13 @@ run() {
 }
 
 RUNS=("$@")
-[ ${#RUNS[@]} -gt 0 ] || RUNS=(bmt_w1 bmt_w1_noln bmt_w1_kd bmt_w1a1 bitnet bit_kd ternary split)
+[ ${#RUNS[@]} -gt 0 ] || RUNS=(bmt_w1 bmt_w1_noln bmt_w1_kd bmt_w1_kd_late bmt_w1a1 bitnet bit_kd ternary split)
 for name in "${RUNS[@]}"; do run "$name"; done
 
 {
   echo "| model | BLEU (sacrebleu, test) | training time (s) |"
   echo "|---|---|---|"
-  for name in bmt_w1 bmt_w1_noln bmt_w1_kd bmt_w1a1 bitnet bit_kd ternary split; do
+  for name in bmt_w1 bmt_w1_noln bmt_w1_kd bmt_w1_kd_late bmt_w1a1 bitnet bit_kd ternary split; do
     [ -s "$WORK/$name/done" ] || continue
     if [ ! "$WORK/$name/test/scores.txt" -nt "$WORK/$name/checkpoint_last.pt" ]; then  # scored once per checkpoint
       FQ_USER_DIR=fq_plugin bash scripts/translate_and_score.sh "$DATA/data-bin" "$WORK/$name/checkpoint_last.pt" \

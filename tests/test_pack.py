@@ -131,6 +131,73 @@ def test_decoding_steps_match_fairseqs_own_normalization_and_reordering(data_bin
             assert torch.equal(a["positional_scores"], b["positional_scores"])
 
 
+def _generator_and_sample(path, data_bin, sentences=8):
+    """A packed model, its beam search, and one batch of ``sentences`` validation sentences of different lengths."""
+    from fairseq.sequence_generator import SequenceGenerator
+    models, _, task = checkpoint_utils.load_model_ensemble_and_task([str(path)], arg_overrides={"data": str(data_bin)})
+    task.load_dataset("valid")
+    dataset = task.dataset("valid")
+    by_length = sorted(range(len(dataset)), key=lambda i: dataset.src_sizes[i])
+    sample = dataset.collater([dataset[i] for i in by_length[::len(by_length) // sentences][:sentences]])
+    model = models[0].eval()
+    return model, SequenceGenerator([model], task.target_dictionary, beam_size=4, len_penalty=0.6), sample
+
+
+def test_later_steps_of_a_search_reuse_cached_values_and_a_new_search_checks_them(data_bin, fqt_deploy, tmp_path,
+                                                                                 monkeypatch):
+    """Decoding steps after a search's first use the cached kernel weights and grids without checking them; the next
+    search checks them again, so a weight changed in place between two searches is used, as by a fresh model."""
+    import fq_plugin.models.fq_transformer as fq_transformer
+    packed = _pack(fqt_deploy, tmp_path / "packed.pt")
+    model, generator, sample = _generator_and_sample(packed, data_bin)
+    trusted, original = [], fq_transformer.trusted_inference_caches
+
+    def spy(flag=True):
+        trusted.append(flag)
+        return original(flag)
+
+    def change(m):
+        m.decoder.output_projection.weight_scale.mul_(1.5)  # shared with the embeddings: both change
+        m.decoder.layers[0].fc1.weight_codes[:, 0] //= 2
+
+    monkeypatch.setattr(fq_transformer, "trusted_inference_caches", spy)
+    with torch.no_grad():
+        before = generator.generate([model], sample)
+        assert len(trusted) > 2 and not trusted[0] and all(trusted[1:])
+        change(model)
+        after = generator.generate([model], sample)
+        fresh, fresh_generator, _ = _generator_and_sample(packed, data_bin)
+        change(fresh)
+        expected = fresh_generator.generate([fresh], sample)
+
+    def outputs(hypotheses):
+        return [(h["tokens"].tolist(), h["positional_scores"].tolist()) for hyps in hypotheses for h in hyps]
+    assert outputs(after) == outputs(expected)
+    assert outputs(after) != outputs(before)
+
+
+def test_decoding_scores_equal_a_full_pass_over_the_hypotheses(data_bin, fqt_deploy, tmp_path):
+    """Sentences of different lengths in one batch, finishing at different steps (hypotheses' rows reordered and
+    dropped, encoder masks kept per search): each token's score in beam search is what a whole-sequence pass of the
+    same model over the source and the finished hypothesis gives it."""
+    model, generator, sample = _generator_and_sample(_pack(fqt_deploy, tmp_path / "packed.pt"), data_bin)
+    lengths = sample["net_input"]["src_lengths"]
+    assert lengths.min() < lengths.max()  # padding in the batch
+    eos = generator.eos
+    with torch.no_grad():
+        hypotheses = generator.generate([model], sample)
+        assert len({len(hyps[0]["tokens"]) for hyps in hypotheses}) > 1
+        for i, hyps in enumerate(hypotheses):
+            source = sample["net_input"]["src_tokens"][i]
+            source = source[source.ne(model.encoder.padding_idx)].unsqueeze(0)
+            for h in hyps:
+                target = h["tokens"].unsqueeze(0)
+                previous = torch.cat([target.new_full((1, 1), eos), target[:, :-1]], dim=1)
+                logits = model(source, torch.tensor([source.size(1)]), previous)[0]
+                scores = torch.log_softmax(logits.float(), -1).gather(-1, target.unsqueeze(-1)).view(-1)
+                torch.testing.assert_close(scores, h["positional_scores"], atol=2e-3, rtol=0)
+
+
 def test_fairseq_interactive_reads_a_packed_checkpoint(data_bin, fqt_deploy, tmp_path):
     packed = _pack(fqt_deploy, tmp_path / "packed.pt")
     lines = "s1 s2 s3\ns5 s7 s11 s13\n"

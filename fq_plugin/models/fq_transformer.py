@@ -27,7 +27,7 @@ from ..modules.quant_config import QuantConfig
 from ..modules.quant_layer_norm import QuantLayerNorm
 from ..modules.quant_linear import QuantEmbedding, QuantLinear
 from ..quant import Quantizer, token_mask
-from ..quant.inference_cache import InferenceCache
+from ..quant.inference_cache import InferenceCache, trusted_inference_caches
 
 
 def _wrap_layer(layer, cfg):
@@ -116,6 +116,8 @@ class FQTransformerEncoder(TransformerEncoderBase):
 
 # Set in the decoder's output of an inference decoding step: its logits are read once, by the search.
 DECODING_STEP = "fq_decoding_step"
+# Key the decoder adds to a search's incremental state after its first step.
+SEARCH_STARTED = "fq_search_started"
 
 
 class FQTransformerDecoder(InferenceCache, TransformerDecoderBase):
@@ -149,10 +151,15 @@ class FQTransformerDecoder(InferenceCache, TransformerDecoderBase):
                 incremental_state = result
 
     def forward(self, prev_output_tokens, encoder_out=None, incremental_state=None, **kwargs):
-        with token_mask(prev_output_tokens.ne(self.padding_idx)):
+        stepping = incremental_state is not None and not torch.is_grad_enabled() and not self.training
+        # A search's first step checks every cached weight and grid; its later steps reuse them unchecked.
+        with token_mask(prev_output_tokens.ne(self.padding_idx)), trusted_inference_caches(
+                stepping and SEARCH_STARTED in incremental_state):
             x, extra = super().forward(prev_output_tokens, encoder_out, incremental_state, **kwargs)
-        if incremental_state is not None and isinstance(extra, dict) and not torch.is_grad_enabled():
-            extra[DECODING_STEP] = True  # see FQTransformerModel.get_normalized_probs
+        if stepping:
+            incremental_state[SEARCH_STARTED] = {}
+            if isinstance(extra, dict):
+                extra[DECODING_STEP] = True  # see FQTransformerModel.get_normalized_probs
         return x, extra
 
 

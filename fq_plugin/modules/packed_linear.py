@@ -176,17 +176,21 @@ class PackedInt8Linear(_PackedLayer):
         y = torch.ops.fq_plugin.int8_linear_symmetric(codes, scale, w_q, self.weight_scale, w_zero, w_sum, self.bias)
         return y.view(x.shape[:-1] + (self.out_features,))
 
+    def _int8_plan(self):
+        """``(x_min, x_max, x_scale, bits, w_q, w_zero, w_sum)`` of the int8 GEMM on the input's codes, or None."""
+        grid = self._input_grid()
+        return None if grid is None else grid + self._kernel_weight()
+
     def forward(self, x):
         per_token = self.token_quantizer is not None and self.token_quantizer._enabled
-        grid = None if per_token or x.dtype != torch.float32 else self._input_grid()
+        plan = None if per_token or x.dtype != torch.float32 else self.step_cached("int8", self._int8_plan)
         if per_token and x.dtype == torch.float32:
             y = self._per_token_linear(x)
-        elif grid is None:  # float (or half) inputs: the dequantized weight
+        elif plan is None:  # float (or half) inputs: the dequantized weight
             x = self.token_quantizer(x) if per_token else x
             y = linear_rows(x, self.dense_weight().to(x.dtype), self.bias)
         else:
-            x_min, x_max, x_scale, bits = grid
-            w_q, w_zero, w_sum = self._kernel_weight()
+            x_min, x_max, x_scale, bits, w_q, w_zero, w_sum = plan
             rows = x.reshape(-1, self.in_features)
             codes = torch.ops.fq_plugin.quantize_affine_u8(rows, x_min, x_max, bits)
             y = torch.ops.fq_plugin.int8_linear(codes, x_scale, x_min, w_q, self.weight_scale, w_zero, w_sum,

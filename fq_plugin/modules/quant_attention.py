@@ -10,11 +10,12 @@ from torch import Tensor
 
 from .. import ops  # noqa: F401  (defines the torch.ops.fq_plugin ops without the extension)
 from ..quant import ActivationQuantizer, valid_positions
+from ..quant.inference_cache import InferenceCache
 from ..quant.parts import softmax_from_parts
 from .quant_config import apply_quantizer, fused_grids, run_fused
 
 
-class QuantMultiheadAttention(MultiheadAttention):
+class QuantMultiheadAttention(InferenceCache, MultiheadAttention):
     """Drop-in ``MultiheadAttention`` (same constructor plus ``spec``, same ``forward`` signature).
 
     ``spec`` (a ``QuantSpec`` or ``BinarySpec``) builds the projections and the quantizers of the attention
@@ -68,7 +69,7 @@ class QuantMultiheadAttention(MultiheadAttention):
                            if t is not None and k not in ("prev_key", "prev_value", "pending_order")})
             return self._set_input_buffer(incremental_state, buffer)
         group = int(buffer.get("beam_group", torch.ones(1)))
-        cached = {k: t for k, t in buffer.items() if t is not None and k != "beam_group"}
+        cached = {k: t for k, t in buffer.items() if t is not None and k not in ("beam_group", "step_mask")}
         rows = next(iter(cached.values())).size(0)
         if rows * group != new_order.numel():  # sentences finished
             source_row = new_order // group
@@ -79,6 +80,7 @@ class QuantMultiheadAttention(MultiheadAttention):
                 order, group = source_row, 1
             buffer.update({k: t.index_select(0, order) for k, t in cached.items()})
             buffer["beam_group"] = torch.tensor([group])
+            buffer.pop("step_mask", None)  # one row per hypothesis: rebuilt at the next step
         return self._set_input_buffer(incremental_state, buffer)
 
     @staticmethod
@@ -120,6 +122,11 @@ class QuantMultiheadAttention(MultiheadAttention):
         """``(grids, bits)`` of the softmax parts for the fused inference ops (QAT and packed models alike), or None
         (training, gradients, parts that cannot be fused)."""
         return None if self.training or torch.is_grad_enabled() else fused_grids(*self._softmax_parts())
+
+    def _decoding_plan(self):
+        """``(fused softmax, kv_grid)`` of a decoding step's attention op (``_fused_softmax``, ``_kv_code_grid``)."""
+        fused = self._fused_softmax()
+        return fused, None if fused is None else self._kv_code_grid()
 
     def _kv_code_grid(self):
         """float32 ``[2, 2]`` (x_min and step of k and v) when both are quantized by calibrated single-range affine
@@ -172,6 +179,20 @@ class QuantMultiheadAttention(MultiheadAttention):
             attn = torch.bmm(probs_rows, v)
         return attn.transpose(0, 1).contiguous().view(tgt_len, bsz, self.embed_dim), probs
 
+    @staticmethod
+    def _mask(attn_mask, key_padding_mask, bsz, kv_bsz, tgt_len, src_len, device):
+        """bool, broadcasting to ``[bsz, heads, T, S]``: True where a query must not see a key."""
+        masked = torch.zeros(1, 1, 1, 1, dtype=torch.bool, device=device)
+        if attn_mask is not None:
+            # fairseq masks with -inf (decoder) or -1e8 (encoder layers), or with a bool mask.
+            blocked = attn_mask <= -1e4 if attn_mask.is_floating_point() else attn_mask.bool()
+            masked = masked | blocked.view(1, 1, tgt_len, src_len)
+        if key_padding_mask is not None:
+            if kv_bsz != bsz:  # one row per sentence: one per hypothesis
+                key_padding_mask = key_padding_mask.repeat_interleave(bsz // kv_bsz, dim=0)
+            masked = masked | key_padding_mask.bool().view(bsz, 1, 1, src_len)
+        return masked
+
     def forward(self, query: Tensor, key: Optional[Tensor], value: Optional[Tensor],
                 key_padding_mask: Optional[Tensor] = None,
                 incremental_state: Optional[Dict[str, Dict[str, Optional[Tensor]]]] = None,
@@ -193,15 +214,11 @@ class QuantMultiheadAttention(MultiheadAttention):
             key, key_padding_mask, beam_group = self._share_beams(key, key_padding_mask)
             value = key
         query_valid = valid_positions(query)
-        key_valid = None if key_padding_mask is None else ~key_padding_mask.t().unsqueeze(-1).bool()
-        if self.self_attention and key_valid is None:
-            key_valid = query_valid
 
         # Decoding at inference on the CPU in float32: one op from q, k, v to the attention output (the C++ kernels; on
         # other devices its reference would loop over the keys), k and v kept as 8-bit codes where they can be.
         decoding = incremental_state is not None and query.device.type == "cpu" and query.dtype == torch.float32
-        fused = self._fused_softmax() if decoding else None
-        kv_grid = None if fused is None else self._kv_code_grid()
+        fused, kv_grid = self.step_cached("decoding", self._decoding_plan) if decoding else (None, None)
         q = apply_quantizer(self.q_quantizer, self.q_proj(query), query_valid) * self.scaling
         q = q.contiguous().view(tgt_len, bsz * heads, head_dim).transpose(0, 1)
         k = v = None
@@ -211,6 +228,9 @@ class QuantMultiheadAttention(MultiheadAttention):
                 k = self._codes(self.k_quantizer, self.k_proj(key))
                 v = self._codes(self.v_quantizer, self.v_proj(value))
             else:
+                key_valid = None if key_padding_mask is None else ~key_padding_mask.t().unsqueeze(-1).bool()
+                if self.self_attention and key_valid is None:
+                    key_valid = query_valid
                 k = apply_quantizer(self.k_quantizer, self.k_proj(key), key_valid)
                 v = apply_quantizer(self.v_quantizer, self.v_proj(value), key_valid)
             k = k.contiguous().view(-1, kv_bsz * heads, head_dim).transpose(0, 1)
@@ -237,16 +257,14 @@ class QuantMultiheadAttention(MultiheadAttention):
                 saved_state["beam_group"] = torch.tensor([beam_group])
             self._set_input_buffer(incremental_state, saved_state)
         src_len = k.size(1)
-        if key_padding_mask is not None and kv_bsz != bsz:
-            key_padding_mask = key_padding_mask.repeat_interleave(bsz // kv_bsz, dim=0)
-
-        masked = torch.zeros(1, 1, 1, 1, dtype=torch.bool, device=q.device)
-        if attn_mask is not None:
-            # fairseq masks with -inf (decoder) or -1e8 (encoder layers), or with a bool mask.
-            blocked = attn_mask <= -1e4 if attn_mask.is_floating_point() else attn_mask.bool()
-            masked = masked | blocked.view(1, 1, tgt_len, src_len)
-        if key_padding_mask is not None:
-            masked = masked | key_padding_mask.bool().view(bsz, 1, 1, src_len)
+        if static_kv and saved_state is not None and attn_mask is None:
+            # Encoder keys: the same mask at every step, until sentences finish (reorder_incremental_state drops it).
+            masked = saved_state.get("step_mask")
+            if masked is None:
+                masked = saved_state["step_mask"] = self._mask(None, key_padding_mask, bsz, kv_bsz, tgt_len, src_len,
+                                                                    q.device)
+        else:
+            masked = self._mask(attn_mask, key_padding_mask, bsz, kv_bsz, tgt_len, src_len, q.device)
         if fused is not None:
             grids, bits = fused
             attn, probs = run_fused(torch.ops.fq_plugin.quantized_attention, "softmax", q, k, v, masked, heads,

@@ -7,11 +7,12 @@ from torch import nn
 
 from .. import ops  # noqa: F401  (defines the torch.ops.fq_plugin ops without the extension)
 from ..quant import valid_positions
+from ..quant.inference_cache import InferenceCache
 from ..quant.parts import layer_norm_from_parts
 from .quant_config import apply_quantizer, fused_grids, run_fused
 
 
-class QuantLayerNorm(nn.LayerNorm):
+class QuantLayerNorm(InferenceCache, nn.LayerNorm):
     """``nn.LayerNorm`` over the last dim computed as ((x - mean) / sqrt(var + eps)) * gamma + beta with
     each part fake-quantized. The denominator's gradient is never zeroed (seed 003 §3.1). In inference (eval mode,
     no gradient, calibrated ranges) one fused op computes it, in QAT and packed models alike.
@@ -34,16 +35,25 @@ class QuantLayerNorm(nn.LayerNorm):
                                         self.quotient_quantizer, self.gamma_quantizer,
                                         self.output_quantizer) if q is not None]
 
+    def _parts(self):
+        return self.numerator_quantizer, self.denominator_quantizer, self.quotient_quantizer, self.output_quantizer
+
+    def _fused_plan(self):
+        """``(quantized gamma, grids, bits)`` of the fused op, or None (see ``fused_grids``)."""
+        fused = fused_grids(*self._parts())
+        return None if fused is None else (apply_quantizer(self.gamma_quantizer, self.weight), *fused)
+
     def forward(self, x):
         if not any(q._enabled for q in self._quantizers):
             return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
-        weight = apply_quantizer(self.gamma_quantizer, self.weight)
-        parts = (self.numerator_quantizer, self.denominator_quantizer, self.quotient_quantizer, self.output_quantizer)
-        fused = None if self.training or torch.is_grad_enabled() or x.dtype != torch.float32 else fused_grids(*parts)
+        inference = not (self.training or torch.is_grad_enabled() or x.dtype != torch.float32)
+        fused = self.step_cached("fused", self._fused_plan) if inference else None
         if fused is not None:  # inference: one pass (QAT and packed models alike)
-            grids, bits = fused
+            weight, grids, bits = fused
             return run_fused(torch.ops.fq_plugin.quantized_layer_norm, "LayerNorm", x, weight, self.bias, self.eps,
                              *grids, bits)
+        weight = apply_quantizer(self.gamma_quantizer, self.weight)
+        parts = self._parts()
         valid = valid_positions(x)
         quantizers = [None if q is None else partial(apply_quantizer, q, valid=valid) for q in parts]
         return layer_norm_from_parts(x, weight, self.bias, self.eps, *quantizers)

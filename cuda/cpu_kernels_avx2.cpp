@@ -175,6 +175,9 @@ void int8_prep(const void* x, bool x_signed, int64_t K, int64_t r0, int64_t r1, 
   }
 }
 
+// How far ahead of its loads a tile prefetches the weights (at least two tiles; see the AVX-512 kernel).
+constexpr int64_t kInt8PrefetchBytes = 8192;
+
 // MR activation rows x NR weight rows, full depth K. x rows are int16 with stride xs (a multiple of 16, zero
 // padded); w rows are int8 with stride K.
 template <int MR, int NR>
@@ -183,11 +186,12 @@ void int8_tile(const int16_t* x, int64_t xs, const int8_t* w, int64_t K, int32_t
   for (int i = 0; i < MR; ++i)
     for (int j = 0; j < NR; ++j) acc[i][j] = _mm256_setzero_si256();
   const int64_t k16 = K & ~int64_t(15);
+  const int64_t ahead = kInt8PrefetchBytes > 2 * NR * K ? kInt8PrefetchBytes : 2 * NR * K;
   for (int64_t k = 0; k < k16; k += 16) {
     __m256i wv[NR];
     for (int j = 0; j < NR; ++j) {
-      // The next tile's weight rows, a cache line at a time: few activation rows make this loop stream weights.
-      if ((k & 63) == 0) _mm_prefetch(reinterpret_cast<const char*>(w + (NR + j) * K + k), _MM_HINT_T0);
+      // A cache line at a time: few activation rows make this loop stream the weights from memory.
+      if ((k & 63) == 0) _mm_prefetch(reinterpret_cast<const char*>(w + j * K + k + ahead), _MM_HINT_T0);
       wv[j] = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + j * K + k)));
     }
     for (int i = 0; i < MR; ++i) {

@@ -5,7 +5,8 @@
 #
 #   scripts/bench/bench_binary.sh [RUN ...]     env: WORK (work/bench_binary), UPDATES (1000), THREADS (2), SEED (1), FLOAT
 #
-# RUNs (default: all, in this order): bmt_w1 bmt_w1_noln bmt_w1_kd bmt_w1_kd_late bmt_w1a1 bitnet bit_kd ternary split; then the table.
+# RUNs (default: all, in this order): bmt_w1 bmt_w1_noln bmt_w1_kd bmt_w1_kd_late bmt_w1a1 bitnet bit_kd ternary ternary_kd split; then
+# the table.
 # Runs are resumable (a finished run is skipped, a scored checkpoint is not translated again); several invocations
 # with different RUNs may run in parallel.
 set -euo pipefail
@@ -36,6 +37,8 @@ run() {
     bit_kd) train bit_kd --arch bit_transformer "${QUANT[@]}" --max-update "$UPDATES" --no-binarize-attention \
               --teacher-path "$FLOAT" --kd-alpha 0.5 ;;
     ternary) train ternary --arch bmt_transformer --weight-quant ternary "${QUANT[@]}" --max-update "$UPDATES" ;;
+    ternary_kd) train ternary_kd --arch bmt_transformer --weight-quant ternary "${QUANT[@]}" --max-update "$UPDATES" \
+                  --teacher-path "$FLOAT" --kd-alpha 0.5 ;;
     # Ternary weight splitting: the ternary model at update UPDATES/2, split, fine-tuned for the other half
     # (--reset-optimizer restarts fairseq's update count and learning-rate schedule at 0; quantized from the start).
     split)
@@ -48,13 +51,13 @@ run() {
 }
 
 RUNS=("$@")
-[ ${#RUNS[@]} -gt 0 ] || RUNS=(bmt_w1 bmt_w1_noln bmt_w1_kd bmt_w1_kd_late bmt_w1a1 bitnet bit_kd ternary split)
+[ ${#RUNS[@]} -gt 0 ] || RUNS=(bmt_w1 bmt_w1_noln bmt_w1_kd bmt_w1_kd_late bmt_w1a1 bitnet bit_kd ternary ternary_kd split)
 for name in "${RUNS[@]}"; do run "$name"; done
 
 {
   echo "| model | BLEU (sacrebleu, test) | training time (s) |"
   echo "|---|---|---|"
-  for name in bmt_w1 bmt_w1_noln bmt_w1_kd bmt_w1_kd_late bmt_w1a1 bitnet bit_kd ternary split; do
+  for name in bmt_w1 bmt_w1_noln bmt_w1_kd bmt_w1_kd_late bmt_w1a1 bitnet bit_kd ternary ternary_kd split; do
     [ -s "$WORK/$name/done" ] || continue
     if [ ! "$WORK/$name/test/scores.txt" -nt "$WORK/$name/checkpoint_last.pt" ]; then  # scored once per checkpoint
       FQ_USER_DIR=fq_plugin bash scripts/translate_and_score.sh "$DATA/data-bin" "$WORK/$name/checkpoint_last.pt" \

@@ -216,3 +216,26 @@ def test_ranges_and_switch_round_trip_through_state_dict():
     w = WeightQuantizer()
     w.load_state_dict(_enabled(WeightQuantizer()).state_dict())
     assert w._enabled
+
+
+def test_trusted_caches_skip_the_checks_only_in_their_own_thread():
+    """A weight quantizer's cached value follows an in-place change of the weight, except inside
+    ``trusted_inference_caches`` (the later steps of one beam search), and only in the thread that entered it."""
+    import threading
+
+    from fq_plugin.quant.inference_cache import trusted_inference_caches
+    quantizer = WeightQuantizer(bits=4)
+    quantizer.set_enabled(True)
+    weight = torch.nn.Parameter(torch.randn(3, 5), requires_grad=False)
+    first = quantizer(weight)
+    with torch.no_grad():
+        weight.mul_(2)
+    seen = {}
+    with trusted_inference_caches():
+        assert quantizer(weight) is first  # trusted: the cached value, unchecked
+        thread = threading.Thread(target=lambda: seen.update(other=quantizer(weight)))
+        thread.start()
+        thread.join()
+    assert torch.equal(seen["other"], fake_quantize(weight, *quantizer.ranges(weight), 4))
+    with trusted_inference_caches(False):
+        assert torch.equal(quantizer(weight), seen["other"])  # checked: rebuilt for the changed weight

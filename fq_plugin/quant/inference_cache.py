@@ -1,9 +1,15 @@
 """Values derived from parameters (a quantized weight, a packed twin), kept between inference calls."""
 import contextlib
+import threading
 
 import torch
 
-_trusted = False  # see trusted_inference_caches
+
+class _Trust(threading.local):
+    on = False  # see trusted_inference_caches; per thread, as searches in other threads are not its steps
+
+
+_trust = _Trust()
 
 
 @contextlib.contextmanager
@@ -14,12 +20,12 @@ def trusted_inference_caches(trusted: bool = True):
     a search, and checking (a version read per source tensor, ~300 per step of a Transformer-base decoder, and the
     calls that gather them) is a measurable share of a batch-1 step. Missing entries are built as usual.
     """
-    global _trusted
-    previous, _trusted = _trusted, _trusted or trusted
+    previous = _trust.on
+    _trust.on = previous or trusted
     try:
         yield
     finally:
-        _trusted = previous
+        _trust.on = previous
 
 
 class InferenceCache:
@@ -35,7 +41,7 @@ class InferenceCache:
         """``build()`` (run without gradient), cached under ``name`` while ``sources`` are unchanged."""
         cache = self.__dict__.setdefault("_inference_cache", {})
         entry = cache.get(name)
-        if _trusted and entry is not None:
+        if entry is not None and _trust.on:
             return entry[1]
         key = [(t, t._version) for t in sources if t is not None]
         if entry is None or len(entry[0]) != len(key) or any(
@@ -49,7 +55,7 @@ class InferenceCache:
         for values gathered from several cached parts (a layer's quantization grids), cheaper built than checked."""
         cache = self.__dict__.setdefault("_inference_cache", {})
         entry = cache.get(name)
-        if _trusted and entry is not None:
+        if entry is not None and _trust.on:
             return entry[1]
         value = build()
         cache[name] = (None, value)

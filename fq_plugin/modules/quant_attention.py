@@ -257,14 +257,13 @@ class QuantMultiheadAttention(InferenceCache, MultiheadAttention):
                 saved_state["beam_group"] = torch.tensor([beam_group])
             self._set_input_buffer(incremental_state, saved_state)
         src_len = k.size(1)
-        if static_kv and saved_state is not None and attn_mask is None:
-            # Encoder keys: the same mask at every step, until sentences finish (reorder_incremental_state drops it).
-            masked = saved_state.get("step_mask")
-            if masked is None:
-                masked = saved_state["step_mask"] = self._mask(None, key_padding_mask, bsz, kv_bsz, tgt_len, src_len,
-                                                                    q.device)
-        else:
+        # Encoder keys: the same mask at every step, until sentences finish (reorder_incremental_state drops it).
+        keep_mask = static_kv and saved_state is not None and attn_mask is None
+        masked = saved_state.get("step_mask") if keep_mask else None
+        if masked is None:
             masked = self._mask(attn_mask, key_padding_mask, bsz, kv_bsz, tgt_len, src_len, q.device)
+            if keep_mask:
+                saved_state["step_mask"] = masked
         if fused is not None:
             grids, bits = fused
             attn, probs = run_fused(torch.ops.fq_plugin.quantized_attention, "softmax", q, k, v, masked, heads,

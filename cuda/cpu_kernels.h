@@ -180,5 +180,10 @@ inline void attention_values_scalar(const float* p, const KeyRows& v, int64_t S,
 inline int64_t round_up(int64_t v, int64_t to) { return (v + to - 1) / to * to; }
 inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
+// How far ahead of its loads an int8 rows-kernel tile of tile_bytes weight bytes prefetches: at least two tiles and
+// 8 KB. With few activation rows the tiles stream the weights from memory; one tile ahead (2 KB at K = 512 on AVX-512)
+// was too close (BENCHMARKS.md, "int8 GEMM").
+inline int64_t int8_prefetch_distance(int64_t tile_bytes) { return 2 * tile_bytes > 8192 ? 2 * tile_bytes : 8192; }
+
 }  // namespace
 }  // namespace fq_cpu

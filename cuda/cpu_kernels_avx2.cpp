@@ -175,9 +175,6 @@ void int8_prep(const void* x, bool x_signed, int64_t K, int64_t r0, int64_t r1, 
   }
 }
 
-// How far ahead of its loads a tile prefetches the weights (at least two tiles; see the AVX-512 kernel).
-constexpr int64_t kInt8PrefetchBytes = 8192;
-
 // MR activation rows x NR weight rows, full depth K. x rows are int16 with stride xs (a multiple of 16, zero
 // padded); w rows are int8 with stride K.
 template <int MR, int NR>
@@ -186,7 +183,7 @@ void int8_tile(const int16_t* x, int64_t xs, const int8_t* w, int64_t K, int32_t
   for (int i = 0; i < MR; ++i)
     for (int j = 0; j < NR; ++j) acc[i][j] = _mm256_setzero_si256();
   const int64_t k16 = K & ~int64_t(15);
-  const int64_t ahead = kInt8PrefetchBytes > 2 * NR * K ? kInt8PrefetchBytes : 2 * NR * K;
+  const int64_t ahead = int8_prefetch_distance(NR * K);
   for (int64_t k = 0; k < k16; k += 16) {
     __m256i wv[NR];
     for (int j = 0; j < NR; ++j) {

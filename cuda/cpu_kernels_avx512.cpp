@@ -96,10 +96,6 @@ void int8_prep(const void* x, bool x_signed, int64_t K, int64_t r0, int64_t r1, 
   }
 }
 
-// How far ahead of its loads a tile prefetches the weights (at least two tiles). With few activation rows the tiles
-// stream the weights from memory; one tile ahead (2 KB at K = 512) was too close (BENCHMARKS.md, "int8 GEMM").
-constexpr int64_t kInt8PrefetchBytes = 8192;
-
 template <int MR, int NR, bool SIGNED>
 void int8_tile(const uint8_t* x, int64_t xs, const int8_t* w, int64_t K, int32_t* res) {
   __m512i acc[MR][NR], wsum[NR];
@@ -108,7 +104,7 @@ void int8_tile(const uint8_t* x, int64_t xs, const int8_t* w, int64_t K, int32_t
     wsum[j] = _mm512_setzero_si512();
     for (int i = 0; i < MR; ++i) acc[i][j] = _mm512_setzero_si512();
   }
-  const int64_t ahead = kInt8PrefetchBytes > 2 * NR * K ? kInt8PrefetchBytes : 2 * NR * K;
+  const int64_t ahead = int8_prefetch_distance(NR * K);
   for (int64_t k = 0; k < K; k += 64) {
     const __mmask64 km = K - k >= 64 ? ~__mmask64(0) : __mmask64((uint64_t(1) << (K - k)) - 1);
     __m512i xv[MR];

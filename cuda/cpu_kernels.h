@@ -29,13 +29,17 @@ struct ScaleEpilogue {
   const float* sw; const float* bias;  // bias may be null
 };
 
-// S rows of D keys or values, `stride` elements apart: float32 (values), or 8-bit codes (codes not null) read as the
-// activation quantizer's values fma(code, step, lo) (one rounding, as ATen's addcmul).
+// S rows of D keys or values, row j at element j * stride, or at offsets[j] where offsets is not null (decoding caches
+// whose keys are not reordered: key j of a hypothesis lies in the row of the ancestor that computed it): float32
+// (values), or 8-bit codes (codes not null) read as the activation quantizer's values fma(code, step, lo) (one
+// rounding, as ATen's addcmul).
 struct KeyRows {
   const float* values;
   const uint8_t* codes;
   float lo, step;
   int64_t stride;
+  const int64_t* offsets;
+  int64_t row(int64_t j) const { return offsets ? offsets[j] : j * stride; }
 };
 
 struct Kernels {
@@ -140,8 +144,19 @@ inline void expand_signs_scalar(const uint32_t* w, const uint32_t* w2, int64_t K
 
 // Element d of row j of keys or values.
 inline float key_value(const KeyRows& kv, int64_t j, int64_t d) {
-  const int64_t i = j * kv.stride + d;
+  const int64_t i = kv.row(j) + d;
   return kv.codes ? fmaf(static_cast<float>(kv.codes[i]), kv.step, kv.lo) : kv.values[i];
+}
+
+// Keys read through offsets lie scattered over the rows of their ancestors, where the hardware prefetcher cannot follow
+// them: the attention op prefetches the S keys of its next row while the kernels read those of this row.
+inline void prefetch_keys(const KeyRows& kv, int64_t S, int64_t D) {
+  const int64_t bytes = kv.codes ? D : D * static_cast<int64_t>(sizeof(float));
+  for (int64_t j = 0; j < S; ++j) {
+    const char* p = kv.codes ? reinterpret_cast<const char*>(kv.codes + kv.row(j))
+                             : reinterpret_cast<const char*>(kv.values + kv.row(j));
+    for (int64_t b = 0; b < bytes; b += 64) __builtin_prefetch(p + b);
+  }
 }
 
 // sum_d q[d] * k_j[d] in one order on every CPU path (fq_plugin.ops.reference.lane_dot spells it in ATen ops; the

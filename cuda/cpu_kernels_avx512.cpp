@@ -566,8 +566,8 @@ bool fake_quantize(const float* x, int64_t C, int64_t r0, int64_t r1, const floa
 
 // Elements [d, d + 16) (lanes m) of row j as floats.
 inline __m512 load_key_values(const KeyRows& kv, int64_t j, int64_t d, __mmask16 m) {
-  if (!kv.codes) return _mm512_maskz_loadu_ps(m, kv.values + j * kv.stride + d);
-  const __m512 codes = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(m, kv.codes + j * kv.stride + d)));
+  if (!kv.codes) return _mm512_maskz_loadu_ps(m, kv.values + kv.row(j) + d);
+  const __m512 codes = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(m, kv.codes + kv.row(j) + d)));
   return _mm512_fmadd_ps(codes, _mm512_set1_ps(kv.step), _mm512_set1_ps(kv.lo));
 }
 

@@ -329,20 +329,23 @@ at::Tensor quantized_softmax_cpu(const at::Tensor& scores_in, const at::Tensor& 
 
 // Keys or values t (float32, or codes with kv_grid column `which`) as the kernels read them.
 fq_cpu::KeyRows key_rows(const at::Tensor& t, const at::Tensor& kv_grid, int which) {
-  if (!kv_grid.defined()) return {t.data_ptr<float>(), nullptr, 0.f, 0.f, t.stride(1)};
+  if (!kv_grid.defined()) return {t.data_ptr<float>(), nullptr, 0.f, 0.f, t.stride(1), nullptr};
   const float* lo_step = kv_grid.data_ptr<float>();
-  return {nullptr, t.data_ptr<uint8_t>(), lo_step[which], lo_step[2 + which], t.stride(1)};
+  return {nullptr, t.data_ptr<uint8_t>(), lo_step[which], lo_step[2 + which], t.stride(1), nullptr};
 }
 
 // Attention of decoding queries in one pass: scores q . k (Kernels::attention_scores), the quantized softmax above,
 // probabilities . v (Kernels::attention_values), for fq_plugin.ops.reference.quantized_attention. Hypotheses
 // b * group .. b * group + group - 1 read the keys and values of row b of k and v (beam search, one copy per sentence);
-// k and v are float32, or the 8-bit codes of their activation quantizers with kv_grid (x_min and step of k and v).
+// with key_rows [B, S], hypothesis b reads key j from row key_rows[b][j] (a decoding cache that beam search does not
+// reorder). k and v are float32, or the 8-bit codes of their activation quantizers with kv_grid (x_min and step of k
+// and v); their keys may be strided (a view of a longer cache).
 std::tuple<at::Tensor, at::Tensor> quantized_attention_cpu(
     const at::Tensor& q_in, const at::Tensor& k_in, const at::Tensor& v_in, const at::Tensor& mask_in, int64_t heads,
     const c10::optional<at::Tensor>& kv_grid_in, const c10::optional<at::Tensor>& num_grid,
-    const c10::optional<at::Tensor>& den_grid, const c10::optional<at::Tensor>& out_grid, int64_t bits) {
-  const bool codes = kv_grid_in.has_value();
+    const c10::optional<at::Tensor>& den_grid, const c10::optional<at::Tensor>& out_grid, int64_t bits,
+    const c10::optional<at::Tensor>& key_rows_in) {
+  const bool codes = kv_grid_in.has_value(), gathered = key_rows_in.has_value();
   check_tensor(q_in, "q", at::kFloat, 3);
   check_tensor(k_in, "k", codes ? at::kByte : at::kFloat, 3);
   check_tensor(v_in, "v", codes ? at::kByte : at::kFloat, 3);
@@ -351,16 +354,22 @@ std::tuple<at::Tensor, at::Tensor> quantized_attention_cpu(
                     "multiple of heads=", heads, " rows, got ", q_in.sizes(), " and ", k_in.sizes());
   const int64_t BH = q_in.size(0), T = q_in.size(1), D = q_in.size(2), S = k_in.size(1);
   const int64_t B = BH / heads, Bk = k_in.size(0) / heads;
-  TORCH_CHECK_VALUE(v_in.sizes() == k_in.sizes() && k_in.size(2) == D && (Bk > 0 ? B % Bk == 0 : B == 0),
+  TORCH_CHECK_VALUE(v_in.sizes() == k_in.sizes() && k_in.size(2) == D && (gathered || (Bk > 0 ? B % Bk == 0 : B == 0)),
                     "k and v must have the shape [rows, S, ", D, "] with rows dividing the ", BH,
                     " rows of q; got k ", k_in.sizes(), ", v ", v_in.sizes());
   TORCH_CHECK_VALUE(S > 0, "k must have at least one key");
-  at::Tensor kv_grid;
+  at::Tensor kv_grid, key_row_index;
   if (codes) {
     check_tensor(*kv_grid_in, "kv_grid", at::kFloat, 2);
     TORCH_CHECK_VALUE(kv_grid_in->size(0) == 2 && kv_grid_in->size(1) == 2,
                       "kv_grid must have shape [2, 2] (x_min, step of k and v), got ", kv_grid_in->sizes());
     kv_grid = kv_grid_in->contiguous();
+  }
+  if (gathered) {
+    check_tensor(*key_rows_in, "key_rows", at::kLong, 2);
+    TORCH_CHECK_VALUE(key_rows_in->size(0) == B && key_rows_in->size(1) == S, "key_rows must have shape [", B, ", ",
+                      S, "] (hypotheses, keys), got ", key_rows_in->sizes());
+    key_row_index = key_rows_in->contiguous();
   }
   const at::Tensor mask = check_mask(mask_in, {B, heads, T, S});
   auto rows_of = [](const at::Tensor& t) { return t.stride(2) == 1 ? t : t.contiguous(); };
@@ -369,11 +378,28 @@ std::tuple<at::Tensor, at::Tensor> quantized_attention_cpu(
   at::Tensor probs = new_buffer({B, heads, T, S}, at::kFloat), out = new_buffer({T, BH, D}, at::kFloat);
   const float* qp = q.data_ptr<float>();
   float *pp = probs.data_ptr<float>(), *outp = out.data_ptr<float>();
-  const int64_t group = Bk > 0 ? B / Bk : 1, rows = BH * T;
+  const int64_t group = Bk > 0 && !gathered ? B / Bk : 1, rows = BH * T;
   const fq_cpu::KeyRows keys = key_rows(k, kv_grid, 0), values = key_rows(v, kv_grid, 1);
-  // The keys (values) of hypothesis row bh = hypothesis * heads + head: row sentence * heads + head of k (v).
-  auto for_row = [&](fq_cpu::KeyRows kv, int64_t row_stride, int64_t bh) {
-    const int64_t offset = (bh / (heads * group) * heads + bh % heads) * row_stride;
+  // Element offsets of every hypothesis' keys (values) from head 0 of row 0, when gathered.
+  std::vector<int64_t> key_offsets, value_offsets;
+  if (gathered) {
+    key_offsets.resize(B * S);
+    value_offsets.resize(B * S);
+    const int64_t* row_of_key = key_row_index.data_ptr<int64_t>();
+    for (int64_t i = 0; i < B * S; ++i) {
+      TORCH_CHECK_VALUE(row_of_key[i] >= 0 && row_of_key[i] < Bk, "key_rows must index the ", Bk, " rows of k and v");
+      key_offsets[i] = row_of_key[i] * heads * k.stride(0) + i % S * k.stride(1);
+      value_offsets[i] = row_of_key[i] * heads * v.stride(0) + i % S * v.stride(1);
+    }
+  }
+  // The keys (values) of hypothesis row bh = hypothesis * heads + head: row sentence * heads + head of k (v), or with
+  // key_rows head `head` of the rows the offsets name.
+  auto for_row = [&](fq_cpu::KeyRows kv, int64_t row_stride, const std::vector<int64_t>& offsets, int64_t bh) {
+    int64_t offset = bh % heads * row_stride;
+    if (gathered)
+      kv.offsets = offsets.data() + bh / heads * S;
+    else
+      offset += bh / (heads * group) * heads * row_stride;
     if (kv.codes)
       kv.codes += offset;
     else
@@ -386,7 +412,9 @@ std::tuple<at::Tensor, at::Tensor> quantized_attention_cpu(
     for (int64_t r = r0; r < r1; ++r) {
       const int64_t bh = r / T, t = r % T;
       float* p = pp + r * S;
-      kr.attention_scores(qp + bh * q.stride(0) + t * q.stride(1), for_row(keys, k.stride(0), bh), S, D, p);
+      if (gathered && r + 1 < r1) fq_cpu::prefetch_keys(for_row(keys, k.stride(0), key_offsets, (r + 1) / T), S, D);
+      kr.attention_scores(qp + bh * q.stride(0) + t * q.stride(1), for_row(keys, k.stride(0), key_offsets, bh), S,
+                           D, p);
       shift_row(p, row_mask(r), row_mask.ms, S, p);
     }
   });
@@ -399,8 +427,10 @@ std::tuple<at::Tensor, at::Tensor> quantized_attention_cpu(
     for (int64_t r = r0; r < r1; ++r) {
       const int64_t bh = r / T, t = r % T;
       float* p = pp + r * S;
+      if (gathered && r + 1 < r1)
+        fq_cpu::prefetch_keys(for_row(values, v.stride(0), value_offsets, (r + 1) / T), S, D);
       grids.finish_row(p, sum[r], bh % heads, row_mask(r), row_mask.ms, S, seen);
-      kr.attention_values(p, for_row(values, v.stride(0), bh), S, D, outp + (t * BH + bh) * D);
+      kr.attention_values(p, for_row(values, v.stride(0), value_offsets, bh), S, D, outp + (t * BH + bh) * D);
     }
     if (seen) nan = true;
   });
@@ -762,7 +792,7 @@ TORCH_LIBRARY(fq_plugin, m) {
   m.def("quantized_softmax(Tensor scores, Tensor mask, Tensor? num_grid, Tensor? den_grid, Tensor? out_grid, "
         "int bits=8) -> Tensor");
   m.def("quantized_attention(Tensor q, Tensor k, Tensor v, Tensor mask, int heads, Tensor? kv_grid, "
-        "Tensor? num_grid, Tensor? den_grid, Tensor? out_grid, int bits=8) -> (Tensor, Tensor)");
+        "Tensor? num_grid, Tensor? den_grid, Tensor? out_grid, int bits=8, Tensor? key_rows=None) -> (Tensor, Tensor)");
   m.def("quantized_layer_norm(Tensor x, Tensor weight, Tensor bias, float eps, Tensor? num_grid, Tensor? den_grid, "
         "Tensor? quot_grid, Tensor? out_grid, int bits=8) -> Tensor");
 }

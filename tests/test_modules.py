@@ -120,23 +120,28 @@ def test_beam_hypotheses_share_one_encoder_key_copy_per_sentence(new_order, cach
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
 
-def test_self_attention_cache_reordered_lazily_matches_fairseq():
-    """Beam reorderings (two in a row, fewer rows as sentences finish) are applied when the next step appends to
-    the cached keys and values; the outputs are fairseq's, whose attention reorders at once."""
+def test_self_attention_cache_reordered_lazily_or_never_matches_fairseq(monkeypatch):
+    """Beam reorderings (two in a row, fewer rows as sentences finish): inference with the fused attention op keeps
+    every key where it was computed and reorders only which row each hypothesis reads (no copy of the keys); without
+    the op they are applied when the next step appends; the outputs are fairseq's, whose attention reorders at once."""
     ref, quant = _attention_pair(self_attention=True)
     _set(quant, False)
     x = torch.randn(5, 4, 16)
     orders = {1: [[2, 0, 1, 1]], 3: [[3, 0, 2], [2, 0]]}
-    outputs = []
-    for module, grad in ((ref, True), (quant, True), (quant, False)):
-        state, rows, steps = {}, torch.arange(4), []
+    outputs, fused_softmax = [], QuantMultiheadAttention._fused_softmax
+    for module, grad, fused in ((ref, True, False), (quant, True, False), (quant, False, True), (quant, False, False)):
+        monkeypatch.setattr(QuantMultiheadAttention, "_fused_softmax", fused_softmax if fused else lambda self: None)
+        state, rows, steps, caches = {}, torch.arange(4), [], set()
         for t in range(5):
             for order in orders.get(t, []):
                 module.reorder_incremental_state(state, torch.tensor(order))
                 rows = rows[torch.tensor(order)]
-            with torch.set_grad_enabled(grad):  # inference copies once; with gradients, as fairseq
+            with torch.set_grad_enabled(grad):
                 steps.append(module(x[t:t + 1, rows], x[t:t + 1, rows], x[t:t + 1, rows], incremental_state=state)[0])
+            caches.add(module._get_input_buffer(state)["prev_key"].data_ptr())
         outputs.append(steps)
+        if fused:
+            assert len(caches) == 1 and module._get_input_buffer(state)["key_rows"].shape == (2, 5)
     for fairseq_step, *steps in zip(*outputs):
         for step in steps:
             torch.testing.assert_close(step, fairseq_step, atol=1e-5, rtol=1e-5)

@@ -474,6 +474,28 @@ def test_quantized_attention_is_bit_identical_to_reference(path, shape, kv, grid
                                    atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("shape", [(1, 1, 1, 1, 1, 1), (256, 256, 8, 1, 30, 64), (6, 9, 2, 1, 13, 37),
+                                   (3, 4, 2, 2, 5, 16), (0, 2, 4, 1, 3, 16)])
+@pytest.mark.parametrize("kv", ["float", "codes"])
+def test_quantized_attention_reads_each_key_from_the_row_key_rows_names(path, shape, kv):
+    """A decoding cache that beam search does not reorder: hypothesis b reads key j from row key_rows[b, j] of keys
+    held in a longer buffer (a strided view); the same as attention over those keys gathered in one tensor."""
+    b, bk, h, t, s, d = shape
+    q, k, v, kv_grid = attention_operands((b, bk, h, t, s + 7, d), kv)  # 7 unused positions past the keys
+    k, v = k[:, :s], v[:, :s]
+    key_rows = torch.randint(0, bk, (b, s))
+    mask = torch.rand(b, 1, t, s) < 0.3
+    softmax = (grid(h, 0, 1), grid(h, 0.5, s), grid(h, 0, 1))
+    out, probs = run(path, ops.quantized_attention, q, k, v, mask, h, kv_grid, *softmax, 8, key_rows)
+    gathered = [ref.gather_key_rows(x, key_rows, h) for x in (k, v)]
+    expected_out, expected_probs = ref.quantized_attention(q, *gathered, mask, h, kv_grid, *softmax, 8)
+    assert out.shape == (t, b * h, d) and probs.shape == (b, h, t, s)
+    assert torch.equal(out, expected_out) and torch.equal(probs, expected_probs)
+    if b:
+        by_row = k.reshape(bk, h, s, d)
+        assert torch.equal(gathered[0].view(b, h, s, d)[-1, :, -1], by_row[key_rows[-1, -1], :, -1])
+
+
 def test_quantized_attention_nan_and_bad_arguments(parts_path):
     q, k, v, kv_grid = attention_operands((4, 2, 2, 1, 5, 16), "codes")
     mask = torch.zeros(4, 1, 1, 5, dtype=torch.bool)
@@ -488,11 +510,16 @@ def test_quantized_attention_nan_and_bad_arguments(parts_path):
                                      (0, torch.randn(6, 1, 16), ValueError, "dividing"),
                                      (1, k[:, :0].clone(), ValueError, "shape|one key"),
                                      (3, torch.zeros(3, 1, 1, 5, dtype=torch.bool), ValueError, "broadcast"),
-                                     (9, 1, ValueError, "bit width")]:
-        args = list(good)
+                                     (9, 1, ValueError, "bit width"), (10, torch.zeros(4, 5), TypeError, "int64"),
+                                     (10, torch.zeros(4, 4, dtype=torch.long), ValueError, r"shape \[4, 5\]"),
+                                     (10, torch.full((4, 5), 2), ValueError, "index the 2 rows")]:
+        args = list(good) + [None]
         args[index] = value
         with pytest.raises(exc, match=match):
             ops.quantized_attention(*args)
+    if parts_path != "reference":  # the op itself checks what it reads
+        with pytest.raises(ValueError, match="index the 2 rows"):
+            torch.ops.fq_plugin.quantized_attention(*good, torch.full((4, 5), -1))
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (5, 7, 130), (3, 512), (4, 1, 128), (30, 64, 512), (0, 4), (2, 3, 1)])
@@ -639,6 +666,9 @@ def test_opcheck():
     torch.library.opcheck(torch.ops.fq_plugin.quantized_attention.default,
                           (q, k, v, torch.zeros(1, 1, 1, 5, dtype=torch.bool), 2, kv_grid, grid(2, 0, 1), None, None,
                            8), test_utils=("test_schema", "test_faketensor"))
+    torch.library.opcheck(torch.ops.fq_plugin.quantized_attention.default,
+                          (q, k, v, torch.zeros(1, 1, 1, 5, dtype=torch.bool), 2, kv_grid, grid(2, 0, 1), None, None,
+                           8, torch.randint(0, 2, (4, 5))), test_utils=("test_schema", "test_faketensor"))
     torch.library.opcheck(torch.ops.fq_plugin.quantized_layer_norm.default,
                           (torch.randn(2, 3, 7), torch.ones(7), torch.zeros(7), 1e-5, grid(7, -3, 3), grid(1, 0.5, 2),
                            None, None, 8), test_utils=("test_schema", "test_faketensor"))

@@ -239,3 +239,17 @@ def test_trusted_caches_skip_the_checks_only_in_their_own_thread():
     assert torch.equal(seen["other"], fake_quantize(weight, *quantizer.ranges(weight), 4))
     with trusted_inference_caches(False):
         assert torch.equal(quantizer(weight), seen["other"])  # checked: rebuilt for the changed weight
+
+
+@pytest.mark.parametrize("bucketed", [True, False])
+def test_positions_of_a_decoding_step_are_quantized_once_for_all_hypotheses(bucketed):
+    """fairseq's positional embedding of a decoding step is one row expanded over the batch (stride 0): the hook
+    quantizes that row once and returns it expanded, equal to quantizing every copy."""
+    quantizer = WeightQuantizer(8, bucketed=bucketed)
+    quantizer.set_enabled(True)
+    row = torch.randn(1, 1, 16) * 3
+    expanded = row.expand(5, 1, 16)
+    out = quantizer.quantize_output_rows(None, (), expanded)
+    assert out.shape == (5, 1, 16) and out.stride(0) == 0
+    assert torch.equal(out, quantizer.quantize_output_rows(None, (), expanded.contiguous()))
+    assert not torch.equal(out, expanded)  # quantized

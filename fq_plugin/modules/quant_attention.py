@@ -11,6 +11,7 @@ from torch import Tensor
 from .. import ops  # noqa: F401  (defines the torch.ops.fq_plugin ops without the extension)
 from ..quant import ActivationQuantizer, valid_positions
 from ..quant.inference_cache import InferenceCache
+from ..ops.reference import gather_key_rows
 from ..quant.parts import softmax_from_parts
 from .quant_config import apply_quantizer, fused_grids, run_fused
 
@@ -62,11 +63,14 @@ class QuantMultiheadAttention(InferenceCache, MultiheadAttention):
         buffer = self._get_input_buffer(incremental_state)
         if not buffer:
             return incremental_state
-        if not self.encoder_decoder_attention:  # keys and values: reordered when the next step appends to them
-            pending = buffer.get("pending_order")
-            buffer["pending_order"] = new_order if pending is None else pending.index_select(0, new_order)
+        if not self.encoder_decoder_attention:
+            kept = ("prev_key", "prev_value")  # where they stay (``_store_step``), or reordered by the next append
+            if "key_rows" not in buffer:
+                pending = buffer.get("pending_order")
+                buffer["pending_order"] = new_order if pending is None else pending.index_select(0, new_order)
+                kept += ("pending_order",)
             buffer.update({k: t.index_select(0, new_order) for k, t in buffer.items()
-                           if t is not None and k not in ("prev_key", "prev_value", "pending_order")})
+                           if t is not None and k not in kept})
             return self._set_input_buffer(incremental_state, buffer)
         group = int(buffer.get("beam_group", torch.ones(1)))
         cached = {k: t for k, t in buffer.items() if t is not None and k not in ("beam_group", "step_mask")}
@@ -82,6 +86,31 @@ class QuantMultiheadAttention(InferenceCache, MultiheadAttention):
             buffer["beam_group"] = torch.tensor([group])
             buffer.pop("step_mask", None)  # one row per hypothesis: rebuilt at the next step
         return self._set_input_buffer(incremental_state, buffer)
+
+    @staticmethod
+    def _store_step(saved_state, k, v, rows, heads):
+        """Append one step's keys and values ``[rows * heads, T, D]`` to a decoding cache that beam search never copies:
+        ``prev_key``/``prev_value`` ``[R, heads, capacity, D]`` keep every key in the row of the hypothesis that
+        computed it, and ``key_rows`` ``[rows, S]`` names that row for each key of each hypothesis (reordering
+        reorders only it). Returns the first S keys and values as ``[R * heads, S, D]`` views, and ``key_rows``."""
+        key_rows = saved_state.get("key_rows")
+        length, step, dim = 0 if key_rows is None else key_rows.size(1), k.size(1), k.size(2)
+        caches = [saved_state.get("prev_key"), saved_state.get("prev_value")]
+        if caches[0] is None or caches[0].size(0) < rows or caches[0].size(2) < length + step:  # grow: doubling
+            capacity = max(16, 2 * (length + step))
+            for i, old in enumerate(caches):
+                new = k.new_empty(rows if old is None else max(rows, old.size(0)), heads, capacity, dim)
+                if old is not None:
+                    new[:old.size(0), :, :length] = old[:, :, :length]
+                caches[i] = new
+        views = []
+        for cache, new in zip(caches, (k, v)):
+            cache[:rows, :, length:length + step] = new.view(rows, heads, step, dim)
+            views.append(cache[:, :, :length + step].reshape(-1, length + step, dim))
+        own = torch.arange(rows, device=k.device).unsqueeze(1).expand(rows, step)
+        key_rows = own if key_rows is None else torch.cat([key_rows, own], dim=1)
+        saved_state.update(prev_key=caches[0], prev_value=caches[1], key_rows=key_rows)
+        return (*views, key_rows)
 
     @staticmethod
     def _append(cache, new, order):
@@ -236,8 +265,16 @@ class QuantMultiheadAttention(InferenceCache, MultiheadAttention):
             k = k.contiguous().view(-1, kv_bsz * heads, head_dim).transpose(0, 1)
             v = v.contiguous().view(-1, kv_bsz * heads, head_dim).transpose(0, 1)
 
+        key_rows = None
         if saved_state is not None:
-            if "prev_key" in saved_state:
+            # Float self-attention keys of a fused decoding: kept where they were computed, read through key_rows.
+            # (8-bit codes are copied in beam order instead: a quarter of the bytes, and the op then reads them from
+            # the cache the copy just filled, which measured faster than reading them scattered from memory.)
+            first_fused_float_step = fused is not None and kv_grid is None and "prev_key" not in saved_state
+            in_place = not static_kv and ("key_rows" in saved_state or first_fused_float_step)
+            if in_place:
+                k, v, key_rows = self._store_step(saved_state, k, v, bsz, heads)
+            elif "prev_key" in saved_state:
                 if static_kv:
                     kv_bsz = saved_state["prev_key"].size(0)
                     k = saved_state["prev_key"].view(kv_bsz * heads, -1, head_dim)
@@ -250,8 +287,9 @@ class QuantMultiheadAttention(InferenceCache, MultiheadAttention):
                 key_padding_mask=key_padding_mask,
                 prev_key_padding_mask=saved_state.get("prev_key_padding_mask"),
                 batch_size=kv_bsz, src_len=k.size(1), static_kv=static_kv)
-            saved_state["prev_key"] = k.view(kv_bsz, heads, -1, head_dim)
-            saved_state["prev_value"] = v.view(kv_bsz, heads, -1, head_dim)
+            if not in_place:
+                saved_state["prev_key"] = k.view(kv_bsz, heads, -1, head_dim)
+                saved_state["prev_value"] = v.view(kv_bsz, heads, -1, head_dim)
             saved_state["prev_key_padding_mask"] = key_padding_mask
             if self.encoder_decoder_attention and "beam_group" not in saved_state:
                 saved_state["beam_group"] = torch.tensor([beam_group])
@@ -267,9 +305,11 @@ class QuantMultiheadAttention(InferenceCache, MultiheadAttention):
         if fused is not None:
             grids, bits = fused
             attn, probs = run_fused(torch.ops.fq_plugin.quantized_attention, "softmax", q, k, v, masked, heads,
-                                    kv_grid, *grids, bits)
+                                    kv_grid, *grids, bits, key_rows)
             attn = attn.view(tgt_len, bsz, embed_dim)
         else:
+            if key_rows is not None:
+                k, v = (gather_key_rows(t, key_rows, heads) for t in (k, v))
             attn, probs = self._attend(q, k, v, masked, query_valid, bsz, kv_bsz)
         attn = apply_quantizer(self.attn_out_quantizer, attn, query_valid)
         attn = self.out_proj(attn) + attn if self.out_proj_residual else self.out_proj(attn)

@@ -36,8 +36,8 @@ SCHEMAS = {
     "quantized_softmax": "quantized_softmax(Tensor scores, Tensor mask, Tensor? num_grid, Tensor? den_grid, "
                          "Tensor? out_grid, int bits=8) -> Tensor",
     "quantized_attention": "quantized_attention(Tensor q, Tensor k, Tensor v, Tensor mask, int heads, "
-                           "Tensor? kv_grid, Tensor? num_grid, Tensor? den_grid, Tensor? out_grid, int bits=8) -> "
-                           "(Tensor, Tensor)",
+                           "Tensor? kv_grid, Tensor? num_grid, Tensor? den_grid, Tensor? out_grid, int bits=8, "
+                           "Tensor? key_rows=None) -> (Tensor, Tensor)",
     "quantized_layer_norm": "quantized_layer_norm(Tensor x, Tensor weight, Tensor bias, float eps, Tensor? num_grid, "
                             "Tensor? den_grid, Tensor? quot_grid, Tensor? out_grid, int bits=8) -> Tensor",
 }
@@ -402,15 +402,17 @@ def quantized_softmax(scores, mask, num_grid=None, den_grid=None, out_grid=None,
 
 
 def quantized_attention(q, k, v, mask, heads: int, kv_grid=None, num_grid=None, den_grid=None, out_grid=None,
-                        bits: int = 8):
+                        bits: int = 8, key_rows=None):
     """Attention of decoding queries in one pass (inference): ``q . k``, :func:`quantized_softmax`, ``probs . v``, with
-    the keys and values in float32 or as 8-bit codes, and the hypotheses of a sentence sharing one row of them (see
-    :func:`fq_plugin.ops.reference.quantized_attention`, which it matches bit for bit).
+    the keys and values in float32 or as 8-bit codes, and the hypotheses of a sentence sharing one row of them, or
+    each key read from the row ``key_rows`` names (see :func:`fq_plugin.ops.reference.quantized_attention`, which it
+    matches bit for bit).
 
     Args:
         q: float32 ``[B * heads, T, D]``; k, v: ``[Bk * heads, S, D]``, B a multiple of Bk, float32 or (with
         ``kv_grid`` float32 ``[2, 2]``) uint8; mask: bool broadcastable to ``[B, heads, T, S]``; num/den/out grids,
-        bits: as :func:`quantized_softmax`.
+        bits: as :func:`quantized_softmax`; key_rows: None, or int64 ``[B, S]`` in ``[0, Bk)``: hypothesis b reads
+        key and value j from row ``key_rows[b, j]`` (then B needs not be a multiple of Bk).
     Returns:
         ``(out [T, B * heads, D], probs [B, heads, T, S])``. Raises ``ValueError`` when a quantized part holds NaN.
     """
@@ -424,14 +426,23 @@ def quantized_attention(q, k, v, mask, heads: int, kv_grid=None, num_grid=None, 
     if not isinstance(heads, int) or heads < 1 or q.shape[0] % heads or k.shape[0] % heads:
         raise ValueError(f"q and k must have a multiple of heads={heads} rows, got {tuple(q.shape)}, {tuple(k.shape)}")
     rows, kv_rows = q.shape[0] // heads, k.shape[0] // heads
-    if v.shape != k.shape or k.shape[2] != q.shape[2] or (rows % kv_rows if kv_rows else rows):
+    if key_rows is not None:
+        _tensor(key_rows, "key_rows", torch.int64, 2)
+        if key_rows.shape != (rows, k.shape[1]):
+            raise ValueError(f"key_rows must have shape [{rows}, {k.shape[1]}] (hypotheses, keys), got "
+                             f"{tuple(key_rows.shape)}")
+        if key_rows.numel() and not (0 <= int(key_rows.min()) and int(key_rows.max()) < kv_rows):
+            raise ValueError(f"key_rows must index the {kv_rows} rows of k and v")
+    if v.shape != k.shape or k.shape[2] != q.shape[2] or (
+            key_rows is None and (rows % kv_rows if kv_rows else rows)):
         raise ValueError(f"k and v must have the shape [rows, S, {q.shape[2]}] with rows dividing the {q.shape[0]} "
                          f"rows of q; got k {tuple(k.shape)}, v {tuple(v.shape)}")
     if k.shape[1] == 0:
         raise ValueError("k must have at least one key")
     _softmax_arguments(torch.Size((rows, heads, q.shape[1], k.shape[1])), mask, num_grid, den_grid, out_grid, bits)
-    _same_device(q, k, v, mask, kv_grid, num_grid, den_grid, out_grid)
-    return torch.ops.fq_plugin.quantized_attention(q, k, v, mask, heads, kv_grid, num_grid, den_grid, out_grid, bits)
+    _same_device(q, k, v, mask, kv_grid, num_grid, den_grid, out_grid, key_rows)
+    return torch.ops.fq_plugin.quantized_attention(q, k, v, mask, heads, kv_grid, num_grid, den_grid, out_grid, bits,
+                                                   key_rows)
 
 
 def quantized_layer_norm(x, weight, bias, eps: float, num_grid=None, den_grid=None, quot_grid=None, out_grid=None,

@@ -124,8 +124,16 @@ def lane_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return acc[..., 0]
 
 
+def gather_key_rows(t, key_rows, heads: int):
+    """``[B * heads, S, D]``: key j of hypothesis b from row ``key_rows[b, j]`` of ``t`` ``[Bk * heads, S, D]``."""
+    rows, src_len = key_rows.shape
+    by_row = t.reshape(-1, heads, src_len, t.shape[-1])
+    gathered = by_row[key_rows, :, torch.arange(src_len, device=t.device)]  # [B, S, heads, D]
+    return gathered.transpose(1, 2).reshape(rows * heads, src_len, t.shape[-1])
+
+
 def quantized_attention(q, k, v, mask, heads: int, kv_grid=None, num_grid=None, den_grid=None, out_grid=None,
-                        bits: int = 8):
+                        bits: int = 8, key_rows=None):
     """Attention of decoding queries with the quantized softmax: ``scores = q . k`` (:func:`lane_dot`), probabilities
     :func:`quantized_softmax`, ``out = sum_j probs_j * v_j`` in key order.
 
@@ -134,10 +142,14 @@ def quantized_attention(q, k, v, mask, heads: int, kv_grid=None, num_grid=None, 
             ``b * B / Bk`` .. read row b of k and v (one copy per sentence in beam search); float32, or with
             ``kv_grid`` (float32 ``[2, 2]``: x_min and step size of k and v) the uint8 codes of their activation
             quantizers, read as ``x_min + code * step`` (one rounding, as the quantizers); mask: bool broadcastable
-            to ``[B, heads, T, S]``, True for masked keys; num/den/out grids, bits: as :func:`quantized_softmax`.
+            to ``[B, heads, T, S]``, True for masked keys; num/den/out grids, bits: as :func:`quantized_softmax`;
+        key_rows: None, or int64 ``[B, S]``: hypothesis b reads key and value j from row ``key_rows[b, j]`` of k and
+            v (rows of ``heads`` heads; a decoding cache that beam search does not reorder).
     Returns:
         ``(out, probs)``: float32 ``[T, B * heads, D]`` (fairseq's time-major layout) and ``[B, heads, T, S]``.
     """
+    if key_rows is not None:
+        k, v = (gather_key_rows(t, key_rows, heads) for t in (k, v))
     if kv_grid is not None:
         k, v = (torch.addcmul(kv_grid[0, i], t.float(), kv_grid[1, i]) for i, t in enumerate((k, v)))
     rows, tgt_len, dim = q.shape

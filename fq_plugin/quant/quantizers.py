@@ -88,7 +88,10 @@ class WeightQuantizer(InferenceCache, Quantizer):
 
     def quantize_output_rows(self, module, inputs, output):
         """Forward hook: quantize each row (last dim) of a module's output like a weight row,
-        e.g. the positional embeddings that are computed, not stored."""
+        e.g. the positional embeddings that are computed, not stored. A batch dim expanded from one row (stride
+        0: fairseq's positions of a decoding step, the same for every hypothesis) is quantized once."""
+        if output.dim() > 1 and output.size(0) > 1 and output.stride(0) == 0:
+            return self.quantize_output_rows(module, inputs, output[:1]).expand_as(output)
         return self(output.reshape(-1, output.shape[-1])).view_as(output)
 
     def extra_repr(self):

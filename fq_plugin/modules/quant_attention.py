@@ -9,9 +9,9 @@ from fairseq.modules import MultiheadAttention
 from torch import Tensor
 
 from .. import ops  # noqa: F401  (defines the torch.ops.fq_plugin ops without the extension)
+from ..ops.reference import gather_key_rows
 from ..quant import ActivationQuantizer, valid_positions
 from ..quant.inference_cache import InferenceCache
-from ..ops.reference import gather_key_rows
 from ..quant.parts import softmax_from_parts
 from .quant_config import apply_quantizer, fused_grids, run_fused
 

@@ -412,7 +412,7 @@ def quantized_attention(q, k, v, mask, heads: int, kv_grid=None, num_grid=None, 
         q: float32 ``[B * heads, T, D]``; k, v: ``[Bk * heads, S, D]``, B a multiple of Bk, float32 or (with
         ``kv_grid`` float32 ``[2, 2]``) uint8; mask: bool broadcastable to ``[B, heads, T, S]``; num/den/out grids,
         bits: as :func:`quantized_softmax`; key_rows: None, or int64 ``[B, S]`` in ``[0, Bk)``: hypothesis b reads
-        key and value j from row ``key_rows[b, j]`` (then B needs not be a multiple of Bk).
+        key and value j from row ``key_rows[b, j]`` (then B need not be a multiple of Bk).
     Returns:
         ``(out [T, B * heads, D], probs [B, heads, T, S])``. Raises ``ValueError`` when a quantized part holds NaN.
     """

@@ -176,11 +176,23 @@ def test_later_steps_of_a_search_reuse_cached_values_and_a_new_search_checks_the
     assert outputs(after) != outputs(before)
 
 
-def test_decoding_scores_equal_a_full_pass_over_the_hypotheses(data_bin, fqt_deploy, tmp_path):
+@pytest.fixture(scope="module")
+def bitnet(data_bin, tmp_path_factory):
+    """BitNet: float keys and values, whose decoding cache beam search reads through row indices (not reordered)."""
+    save = tmp_path_factory.mktemp("bitnet")
+    train(data_bin, save, "--quant-start-update", "0", "--embedding-bits", "8", arch="bitnet_transformer_tiny",
+          max_update=60)
+    return save / "checkpoint_last.pt"
+
+
+@pytest.mark.parametrize("checkpoint", ["fqt_deploy", "bitnet"])
+def test_decoding_scores_equal_a_full_pass_over_the_hypotheses(data_bin, checkpoint, request, tmp_path):
     """Sentences of different lengths in one batch, finishing at different steps (hypotheses' rows reordered and
-    dropped, encoder masks kept per search): each token's score in beam search is what a whole-sequence pass of the
-    same model over the source and the finished hypothesis gives it."""
-    model, generator, sample = _generator_and_sample(_pack(fqt_deploy, tmp_path / "packed.pt"), data_bin)
+    dropped, encoder masks kept per search; 8-bit key codes copied in beam order, float keys left in place): each
+    token's score in beam search is what a whole-sequence pass of the same model over the source and the finished
+    hypothesis gives it."""
+    packed = _pack(request.getfixturevalue(checkpoint), tmp_path / "packed.pt")
+    model, generator, sample = _generator_and_sample(packed, data_bin)
     lengths = sample["net_input"]["src_lengths"]
     assert lengths.min() < lengths.max()  # padding in the batch
     eos = generator.eos

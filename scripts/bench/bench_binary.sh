@@ -5,8 +5,7 @@
 #
 #   scripts/bench/bench_binary.sh [RUN ...]     env: WORK (work/bench_binary), UPDATES (1000), THREADS (2), SEED (1), FLOAT
 #
-# RUNs (default: all, in this order): bmt_w1 bmt_w1_noln bmt_w1_kd bmt_w1_kd_late bmt_w1a1 bitnet bit_kd ternary ternary_kd split; then
-# the table.
+# RUNs (default: all, in the order of ALL_RUNS below); then the table.
 # Runs are resumable (a finished run is skipped, a scored checkpoint is not translated again); several invocations
 # with different RUNs may run in parallel.
 set -euo pipefail
@@ -50,14 +49,15 @@ run() {
   esac
 }
 
+ALL_RUNS=(bmt_w1 bmt_w1_noln bmt_w1_kd bmt_w1_kd_late bmt_w1a1 bitnet bit_kd ternary ternary_kd split)
 RUNS=("$@")
-[ ${#RUNS[@]} -gt 0 ] || RUNS=(bmt_w1 bmt_w1_noln bmt_w1_kd bmt_w1_kd_late bmt_w1a1 bitnet bit_kd ternary ternary_kd split)
+[ ${#RUNS[@]} -gt 0 ] || RUNS=("${ALL_RUNS[@]}")
 for name in "${RUNS[@]}"; do run "$name"; done
 
 {
   echo "| model | BLEU (sacrebleu, test) | training time (s) |"
   echo "|---|---|---|"
-  for name in bmt_w1 bmt_w1_noln bmt_w1_kd bmt_w1_kd_late bmt_w1a1 bitnet bit_kd ternary ternary_kd split; do
+  for name in "${ALL_RUNS[@]}"; do
     [ -s "$WORK/$name/done" ] || continue
     if [ ! "$WORK/$name/test/scores.txt" -nt "$WORK/$name/checkpoint_last.pt" ]; then  # scored once per checkpoint
       FQ_USER_DIR=fq_plugin bash scripts/translate_and_score.sh "$DATA/data-bin" "$WORK/$name/checkpoint_last.pt" \

@@ -2,9 +2,9 @@
 // run time only on CPUs that have all of them).
 //
 // int8 GEMM: vpdpbusd (u8 x s8 -> int32, four products per lane, no saturation). Signed activations are
-// shifted to u8 (x ^ 0x80 = x + 128) and the shift is removed with the weight row sums, accumulated in the
-// same loop with a vector of ones. W1A8: the sign bits are the byte mask of a masked move; vpsadbw sums the
-// kept (shifted) activations. W1A1: vpopcntq on 512-bit xor/and. Tails use masked loads, which never fault.
+// shifted to u8 (x ^ 0x80 = x + 128) and the shift is removed with the weight row sums (the op's w_sum). W1A8:
+// the sign bits are the byte mask of a masked move; vpsadbw sums the kept (shifted) activations. W1A1: vpopcntq on
+// 512-bit xor/and. Tails use masked loads, which never fault.
 #include <immintrin.h>
 #include <stdlib.h>
 #include <string.h>
@@ -96,14 +96,53 @@ void int8_prep(const void* x, bool x_signed, int64_t K, int64_t r0, int64_t r1, 
   }
 }
 
-template <int MR, int NR, bool SIGNED>
-void int8_tile(const uint8_t* x, int64_t xs, const int8_t* w, int64_t K, int32_t* res) {
-  __m512i acc[MR][NR], wsum[NR];
-  const __m512i ones = _mm512_set1_epi8(1);
-  for (int j = 0; j < NR; ++j) {
-    wsum[j] = _mm512_setzero_si512();
-    for (int i = 0; i < MR; ++i) acc[i][j] = _mm512_setzero_si512();
+// Few activation rows (decoding with a small beam): dot products along K of up to 4 rows and 4 weight rows, no weight
+// repacking. The 16 accumulators are summed into one vector (lane 4i + j: row i, column j) and the epilogue runs on
+// it: horizontal sums one by one and a scalar epilogue took as many instructions as the products at K = 512.
+constexpr int kRowsMR = 4, kRowsNR = 4;
+
+// Lane t of the result: the sum of the lanes of a[t].
+inline __m512i sum_each16(const __m512i (&a)[16]) {
+  __m512i b[8], c[4];
+  for (int p = 0; p < 8; ++p)  // per 128-bit lane: two partial sums of a[2p], two of a[2p + 1]
+    b[p] = _mm512_add_epi32(_mm512_unpacklo_epi32(a[2 * p], a[2 * p + 1]), _mm512_unpackhi_epi32(a[2 * p], a[2 * p + 1]));
+  for (int q = 0; q < 4; ++q)  // per 128-bit lane: the lane's sums of a[4q] ... a[4q + 3]
+    c[q] = _mm512_add_epi32(_mm512_unpacklo_epi64(b[2 * q], b[2 * q + 1]), _mm512_unpackhi_epi64(b[2 * q], b[2 * q + 1]));
+  // Sum the four 128-bit lanes of each c[q] into 128-bit lane q of the result.
+  const __m512i c01 = _mm512_add_epi32(_mm512_shuffle_i32x4(c[0], c[1], 0x88), _mm512_shuffle_i32x4(c[0], c[1], 0xDD));
+  const __m512i c23 = _mm512_add_epi32(_mm512_shuffle_i32x4(c[2], c[3], 0x88), _mm512_shuffle_i32x4(c[2], c[3], 0xDD));
+  return _mm512_add_epi32(_mm512_shuffle_i32x4(c01, c23, 0x88), _mm512_shuffle_i32x4(c01, c23, 0xDD));
+}
+
+// The row operands of the int8 epilogue for rows m + i in lanes 4i + j (rows past M repeat row m).
+struct Rows4 {
+  __m512 sx, zx, rx, kzx;
+  Rows4(const Int8Epilogue& ep, int64_t m, int mr) {
+    alignas(64) float sxv[16], zxv[16], rxv[16], kzxv[16];
+    for (int lane = 0; lane < 16; ++lane) {
+      const int64_t r = m + (lane / 4 < mr ? lane / 4 : 0);
+      sxv[lane] = ep.sx[r * ep.sx_stride];
+      zxv[lane] = ep.zx[r * ep.zx_stride];
+      rxv[lane] = static_cast<float>(ep.rx[r]);
+      kzxv[lane] = ep.k * zxv[lane];
+    }
+    sx = _mm512_load_ps(sxv), zx = _mm512_load_ps(zxv), rx = _mm512_load_ps(rxv), kzx = _mm512_load_ps(kzxv);
   }
+};
+
+// Lanes 4i + j (j in cm) of y to out[i * ldo + j], for i < rows.
+inline void store_rows4(__m512 y, int rows, __mmask8 cm, float* out, int64_t ldo) {
+  alignas(64) float tile[16];
+  _mm512_store_ps(tile, y);
+  for (int i = 0; i < rows; ++i) _mm_mask_storeu_ps(out + i * ldo, cm, _mm_load_ps(tile + 4 * i));
+}
+
+// out[m + i, n + j] for i < MR, j < NR; the epilogue of epilogue16 (below) in the 4 x 4 lane layout.
+template <int MR, int NR>
+void int8_rows_tile(const uint8_t* x, int64_t xs, const int8_t* w, int64_t K, bool x_signed, const Rows4& rows,
+                    const Int8Epilogue& ep, int64_t m, int64_t n, float* out, int64_t ldo) {
+  __m512i acc[16];
+  for (int t = 0; t < 16; ++t) acc[t] = _mm512_setzero_si512();
   const int64_t ahead = int8_prefetch_distance(NR * K);
   for (int64_t k = 0; k < K; k += 64) {
     const __mmask64 km = K - k >= 64 ? ~__mmask64(0) : __mmask64((uint64_t(1) << (K - k)) - 1);
@@ -112,45 +151,46 @@ void int8_tile(const uint8_t* x, int64_t xs, const int8_t* w, int64_t K, int32_t
     for (int j = 0; j < NR; ++j) {
       _mm_prefetch(reinterpret_cast<const char*>(w + j * K + k + ahead), _MM_HINT_T0);
       const __m512i wv = _mm512_maskz_loadu_epi8(km, w + j * K + k);
-      for (int i = 0; i < MR; ++i) acc[i][j] = _mm512_dpbusd_epi32(acc[i][j], xv[i], wv);
-      if (SIGNED) wsum[j] = _mm512_dpbusd_epi32(wsum[j], ones, wv);
+      for (int i = 0; i < MR; ++i) acc[4 * i + j] = _mm512_dpbusd_epi32(acc[4 * i + j], xv[i], wv);
     }
   }
-  for (int j = 0; j < NR; ++j) {
-    const int32_t shift = SIGNED ? 128 * _mm512_reduce_add_epi32(wsum[j]) : 0;
-    for (int i = 0; i < MR; ++i) res[i * NR + j] = _mm512_reduce_add_epi32(acc[i][j]) - shift;
-  }
+  const __mmask8 cm = static_cast<__mmask8>((1u << NR) - 1);
+  const __m512 sw = _mm512_broadcast_f32x4(_mm_maskz_loadu_ps(cm, ep.sw + n));
+  const __m512 zw = _mm512_broadcast_f32x4(_mm_maskz_loadu_ps(cm, ep.zw + n));
+  const __m512i wsum = _mm512_broadcast_i32x4(_mm_maskz_loadu_epi32(cm, ep.ws + n));
+  __m512i dot = sum_each16(acc);
+  // Signed activations were stored as x + 128: remove 128 * (weight row sum), exactly.
+  if (x_signed) dot = _mm512_sub_epi32(dot, _mm512_slli_epi32(wsum, 7));
+  __m512 y = _mm512_mul_ps(_mm512_mul_ps(rows.sx, sw), _mm512_cvtepi32_ps(dot));
+  y = _mm512_add_ps(y, _mm512_mul_ps(_mm512_mul_ps(rows.sx, zw), rows.rx));
+  y = _mm512_add_ps(y, _mm512_mul_ps(_mm512_mul_ps(rows.zx, sw), _mm512_cvtepi32_ps(wsum)));
+  y = _mm512_add_ps(y, _mm512_mul_ps(rows.kzx, zw));
+  if (ep.bias) y = _mm512_add_ps(y, _mm512_broadcast_f32x4(_mm_maskz_loadu_ps(cm, ep.bias + n)));
+  store_rows4(y, MR, cm, out + m * ldo + n, ldo);
 }
 
-using Int8Tile = void (*)(const uint8_t*, int64_t, const int8_t*, int64_t, int32_t*);
-constexpr int kInt8MR = 4, kInt8NR = 4;
-template <bool SIGNED>
-struct Int8Tiles {
-  static constexpr Int8Tile t[kInt8MR][kInt8NR] = {
-      {int8_tile<1, 1, SIGNED>, int8_tile<1, 2, SIGNED>, int8_tile<1, 3, SIGNED>, int8_tile<1, 4, SIGNED>},
-      {int8_tile<2, 1, SIGNED>, int8_tile<2, 2, SIGNED>, int8_tile<2, 3, SIGNED>, int8_tile<2, 4, SIGNED>},
-      {int8_tile<3, 1, SIGNED>, int8_tile<3, 2, SIGNED>, int8_tile<3, 3, SIGNED>, int8_tile<3, 4, SIGNED>},
-      {int8_tile<4, 1, SIGNED>, int8_tile<4, 2, SIGNED>, int8_tile<4, 3, SIGNED>, int8_tile<4, 4, SIGNED>},
-  };
+using RowsTile = void (*)(const uint8_t*, int64_t, const int8_t*, int64_t, bool, const Rows4&, const Int8Epilogue&,
+                          int64_t, int64_t, float*, int64_t);
+const RowsTile kRowsTiles[kRowsMR][kRowsNR] = {
+    {int8_rows_tile<1, 1>, int8_rows_tile<1, 2>, int8_rows_tile<1, 3>, int8_rows_tile<1, 4>},
+    {int8_rows_tile<2, 1>, int8_rows_tile<2, 2>, int8_rows_tile<2, 3>, int8_rows_tile<2, 4>},
+    {int8_rows_tile<3, 1>, int8_rows_tile<3, 2>, int8_rows_tile<3, 3>, int8_rows_tile<3, 4>},
+    {int8_rows_tile<4, 1>, int8_rows_tile<4, 2>, int8_rows_tile<4, 3>, int8_rows_tile<4, 4>},
 };
 
-// Few activation rows (decoding with a small beam): dot products along K, no weight repacking.
 void int8_gemm_rows(const uint8_t* xbuf, bool x_signed, int64_t M, int64_t K, const int8_t* w, int64_t n0,
                     int64_t n1, const Int8Epilogue& ep, float* out, int64_t ldo) {
   const int64_t xs = round_up(K, 64);
-  int64_t nblk = kL2Bytes / (K > 0 ? K : 1) / kInt8NR * kInt8NR;
-  nblk = nblk < kInt8NR ? kInt8NR : nblk;
-  int32_t res[kInt8MR * kInt8NR];
+  int64_t nblk = kL2Bytes / (K > 0 ? K : 1) / kRowsNR * kRowsNR;
+  nblk = nblk < kRowsNR ? kRowsNR : nblk;
   for (int64_t nb = n0; nb < n1; nb += nblk) {
     const int64_t ne = min64(nb + nblk, n1);
-    for (int64_t m = 0; m < M; m += kInt8MR) {
-      const int mr = static_cast<int>(min64(kInt8MR, M - m));
-      for (int64_t n = nb; n < ne; n += kInt8NR) {
-        const int nr = static_cast<int>(min64(kInt8NR, ne - n));
-        const Int8Tile tile = x_signed ? Int8Tiles<true>::t[mr - 1][nr - 1] : Int8Tiles<false>::t[mr - 1][nr - 1];
-        tile(xbuf + m * xs, xs, w + n * K, K, res);
-        for (int i = 0; i < mr; ++i)
-          for (int j = 0; j < nr; ++j) out[(m + i) * ldo + n + j] = int8_epilogue(ep, m + i, n + j, res[i * nr + j]);
+    for (int64_t m = 0; m < M; m += kRowsMR) {
+      const int mr = static_cast<int>(min64(kRowsMR, M - m));
+      const Rows4 rows(ep, m, mr);
+      for (int64_t n = nb; n < ne; n += kRowsNR) {
+        const int nr = static_cast<int>(min64(kRowsNR, ne - n));
+        kRowsTiles[mr - 1][nr - 1](xbuf + m * xs, xs, w + n * K, K, x_signed, rows, ep, m, n, out, ldo);
       }
     }
   }
@@ -311,33 +351,34 @@ void w1a8_prep(const int8_t* x, int64_t K, int64_t r0, int64_t r1, uint8_t* buf,
   }
 }
 
+// Few activation rows: lane 4i + j of the result is sum_k (x[i][k] + 128) * bit_jk - 128 * popcount(w_j), the dot of
+// row i with the 0/1 bits of weight row j; the accumulators' 64-bit sums fit their low 32 bits (upper halves zero),
+// so they are summed across lanes as 32-bit lanes (sum_each16).
 template <int MR, int NR>
-void w1a8_tile(const uint8_t* x, int64_t xs, const uint32_t* w, int64_t KW, int32_t* plus) {
+__m512i w1a8_tile(const uint8_t* x, int64_t xs, const uint32_t* w, int64_t KW) {
   const __m512i zero = _mm512_setzero_si512();
-  __m512i acc[MR][NR];
-  for (int i = 0; i < MR; ++i)
-    for (int j = 0; j < NR; ++j) acc[i][j] = zero;
-  int64_t pc[NR] = {};
+  __m512i acc[16];
+  for (int t = 0; t < 16; ++t) acc[t] = zero;
+  alignas(16) int32_t pc[4] = {};
   for (int64_t c = 0; c < KW; c += 2) {  // two 32-bit words = one 64-byte mask
     __mmask64 mask[NR];
     for (int j = 0; j < NR; ++j) {
       const uint64_t lo = w[j * KW + c], hi = c + 1 < KW ? w[j * KW + c + 1] : 0u;
       const uint64_t b = lo | (hi << 32);
-      pc[j] += _mm_popcnt_u64(b);
+      pc[j] += static_cast<int32_t>(_mm_popcnt_u64(b));
       mask[j] = _cvtu64_mask64(b);
     }
     for (int i = 0; i < MR; ++i) {
       const __m512i xv = _mm512_loadu_si512(x + i * xs + 32 * c);
       for (int j = 0; j < NR; ++j)
-        acc[i][j] = _mm512_add_epi64(acc[i][j], _mm512_sad_epu8(_mm512_maskz_mov_epi8(mask[j], xv), zero));
+        acc[4 * i + j] = _mm512_add_epi64(acc[4 * i + j], _mm512_sad_epu8(_mm512_maskz_mov_epi8(mask[j], xv), zero));
     }
   }
-  for (int i = 0; i < MR; ++i)
-    for (int j = 0; j < NR; ++j)
-      plus[i * NR + j] = static_cast<int32_t>(_mm512_reduce_add_epi64(acc[i][j]) - 128 * pc[j]);
+  const __m512i pcv = _mm512_broadcast_i32x4(_mm_load_si128(reinterpret_cast<const __m128i*>(pc)));
+  return _mm512_sub_epi32(sum_each16(acc), _mm512_slli_epi32(pcv, 7));
 }
 
-using W1A8Tile = void (*)(const uint8_t*, int64_t, const uint32_t*, int64_t, int32_t*);
+using W1A8Tile = __m512i (*)(const uint8_t*, int64_t, const uint32_t*, int64_t);
 constexpr int kW1A8MR = 4, kW1A8NR = 4;
 const W1A8Tile kW1A8Tiles[kW1A8MR][kW1A8NR] = {
     {w1a8_tile<1, 1>, w1a8_tile<1, 2>, w1a8_tile<1, 3>, w1a8_tile<1, 4>},
@@ -456,21 +497,31 @@ void w1a8_gemm(const uint8_t* xbuf, const int32_t* xsum, int64_t M, int64_t K, c
   const uint32_t* w2 = reinterpret_cast<const uint32_t*>(wbits2);
   int64_t nblk = kL2Bytes / (KW > 0 ? KW * 4 * planes : 1) / kW1A8NR * kW1A8NR;
   nblk = nblk < kW1A8NR ? kW1A8NR : nblk;
-  int32_t plus[kW1A8MR * kW1A8NR], plus2[kW1A8MR * kW1A8NR] = {};
   for (int64_t nb = n0; nb < n1; nb += nblk) {
     const int64_t ne = min64(nb + nblk, n1);
     for (int64_t m = 0; m < M; m += kW1A8MR) {
       const int mr = static_cast<int>(min64(kW1A8MR, M - m));
+      alignas(64) float sxv[16];
+      alignas(64) int32_t xsv[16];
+      for (int lane = 0; lane < 16; ++lane) {  // row operands in lanes 4i + j (rows past M repeat row m)
+        const int64_t r = m + (lane / 4 < mr ? lane / 4 : 0);
+        sxv[lane] = ep.sx[r * ep.sx_stride];
+        xsv[lane] = static_cast<int32_t>(planes) * xsum[r];
+      }
+      const __m512 sx = _mm512_load_ps(sxv);
+      const __m512i planes_xsum = _mm512_load_si512(xsv);
       for (int64_t n = nb; n < ne; n += kW1A8NR) {
         const int nr = static_cast<int>(min64(kW1A8NR, ne - n));
-        kW1A8Tiles[mr - 1][nr - 1](xbuf + m * xs, xs, w + n * KW, KW, plus);
-        if (w2) kW1A8Tiles[mr - 1][nr - 1](xbuf + m * xs, xs, w2 + n * KW, KW, plus2);
-        for (int i = 0; i < mr; ++i)
-          for (int j = 0; j < nr; ++j) {
-            // dot = sum over the planes of 2 * plus - sum(x)
-            const int32_t dot = 2 * (plus[i * nr + j] + plus2[i * nr + j]) - static_cast<int32_t>(planes) * xsum[m + i];
-            out[(m + i) * ldo + n + j] = scale_epilogue(ep, m + i, n + j, dot);
-          }
+        const W1A8Tile tile = kW1A8Tiles[mr - 1][nr - 1];
+        __m512i plus = tile(xbuf + m * xs, xs, w + n * KW, KW);
+        if (w2) plus = _mm512_add_epi32(plus, tile(xbuf + m * xs, xs, w2 + n * KW, KW));
+        // dot = sum over the planes of 2 * plus - sum(x); then the epilogue of scale_epilogue
+        const __m512i dot = _mm512_sub_epi32(_mm512_slli_epi32(plus, 1), planes_xsum);
+        const __mmask8 cm = static_cast<__mmask8>((1u << nr) - 1);
+        const __m512 sw = _mm512_broadcast_f32x4(_mm_maskz_loadu_ps(cm, ep.sw + n));
+        __m512 y = _mm512_mul_ps(_mm512_mul_ps(sx, sw), _mm512_cvtepi32_ps(dot));
+        if (ep.bias) y = _mm512_add_ps(y, _mm512_broadcast_f32x4(_mm_maskz_loadu_ps(cm, ep.bias + n)));
+        store_rows4(y, mr, cm, out + m * ldo + n, ldo);
       }
     }
   }

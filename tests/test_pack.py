@@ -77,6 +77,11 @@ def test_packed_int8_model_translates_like_the_qat_model_with_int8_gemms(data_bi
     assert all(m._input_grid() is not None for m in linears), "a layer fell back to float"
     output = layers["decoder.output_projection"]
     assert output.weight_codes is layers["decoder.embed_tokens"].weight_codes  # tied to the embeddings
+    for name in ("encoder.layers.0", "decoder.layers.1"):  # the ReLU leaves its quantization to fc2's GEMM
+        activation = layers[f"{name}.fc2"].input_quantizer
+        assert activation is not None and activation.name == "relu_out"
+    models, _ = checkpoint_utils.load_model_ensemble([str(packed)], arg_overrides={"data": str(data_bin)})
+    assert all(layer.activation_fn.consumer is layer.fc2 for layer in models[0].decoder.layers)
     assert _model_bytes(packed) < 0.3 * _model_bytes(fqt_deploy)
 
 
@@ -361,6 +366,27 @@ def test_packed_layers_compute_the_fake_quantized_product(shape):
         assert (layer._shared_plane_scale() is not None) == (mode == "ternary")
         x = torch.randn(*shape, 40)
         torch.testing.assert_close(layer(x), F.linear(inputs(x), expected, bias), atol=1e-4, rtol=1e-5)
+
+
+def test_an_int8_layer_multiplies_the_codes_its_input_quantizer_would_give():
+    """What lets the attention output and the ReLU skip their fake quantization before a packed int8 layer: the
+    layer quantizes a raw input to the same codes as the fake-quantized one, values exactly on and half-way between
+    grid points included, and says so only where it does (inference, float32, its own input quantizer)."""
+    torch.manual_seed(0)
+    weights = WeightQuantizer(8)
+    weights.set_enabled(True)
+    int8 = PackedInt8Linear.from_codes(pack_int8_weight(torch.randn(16, 40), weights), torch.randn(16)).eval()
+    int8.input_quantizer = quantizer = _calibrated(-2.0, 3.0)
+    step = 5.0 / 255
+    x = torch.cat([torch.randn(6, 40) * 2, (-2.0 + step * torch.arange(40.0).div(2)).expand(2, 40)])  # half steps
+    with torch.no_grad():
+        assert int8.requantizes(quantizer, x)
+        assert torch.equal(int8(x), int8(quantizer(x)))
+        assert not int8.requantizes(_calibrated(-2.0, 3.0), x)  # another quantizer's grid
+        assert not int8.requantizes(quantizer, x.double())
+        with pytest.raises(FloatingPointError, match="NaN"):
+            int8(torch.full((1, 40), float("nan")))
+    assert not int8.requantizes(quantizer, x)  # gradients on: training keeps the fake quantization
 
 
 def test_packing_refuses_a_weight_that_is_not_binary():

@@ -110,7 +110,11 @@ def _link_stack(stack, side, encoder_out):
             ffn_input = _output_quantizer(layer.final_layer_norm)
         _link(layer.fc1, ffn_input)
         activation = layer.activation_fn
-        _link(layer.fc2, activation.quantizer if isinstance(activation, QuantActivation) else None)
+        # fc2 reads the ReLU's quantized output unless fairseq's --scale-fc puts a LayerNorm between them
+        relu_feeds_fc2 = isinstance(activation, QuantActivation) and getattr(layer, "ffn_layernorm", None) is None
+        _link(layer.fc2, activation.quantizer if relu_feeds_fc2 else None)
+        if relu_feeds_fc2:
+            object.__setattr__(activation, "consumer", layer.fc2 if isinstance(layer.fc2, PackedInt8Linear) else None)
         previous = None if pre_norm else _output_quantizer(layer.final_layer_norm)  # pre-norm: a residual sum
     if getattr(stack, "layer_norm", None) is not None:
         previous = _output_quantizer(stack.layer_norm)

@@ -23,6 +23,7 @@ from ..quant import WeightQuantizer, valid_positions
 from ..quant.inference_cache import InferenceCache
 from ..quant.affine import affine_scale
 from ..quant.binary_quantizers import ElasticBinaryQuantizer, TokenQuantizer
+from .quant_config import run_fused
 
 INT8_OFFSET = 128  # the int8 GEMM takes signed weight codes: c - 128, with the zero point moved by 128 steps
 
@@ -181,9 +182,20 @@ class PackedInt8Linear(_PackedLayer):
         grid = self._input_grid()
         return None if grid is None else grid + self._kernel_weight()
 
+    def _int8_input_plan(self, x):
+        """``_int8_plan`` where ``x`` is multiplied from its codes (float32, no per-token quantizer), else None."""
+        per_token = self.token_quantizer is not None and self.token_quantizer._enabled
+        return None if per_token or x.dtype != torch.float32 else self.step_cached("int8", self._int8_plan)
+
+    def requantizes(self, quantizer, x):
+        """True when this layer's input ``x`` (inference, no gradient) goes to the int8 GEMM as ``quantizer``'s codes:
+        fake-quantizing it first is then redundant (the codes of ``quantizer(x)`` are those of ``x``)."""
+        return (quantizer is not None and quantizer is self.input_quantizer and not self.training
+                and not torch.is_grad_enabled() and self._int8_input_plan(x) is not None)
+
     def forward(self, x):
         per_token = self.token_quantizer is not None and self.token_quantizer._enabled
-        plan = None if per_token or x.dtype != torch.float32 else self.step_cached("int8", self._int8_plan)
+        plan = self._int8_input_plan(x)
         if per_token and x.dtype == torch.float32:
             y = self._per_token_linear(x)
         elif plan is None:  # float (or half) inputs: the dequantized weight
@@ -192,7 +204,8 @@ class PackedInt8Linear(_PackedLayer):
         else:
             x_min, x_max, x_scale, bits, w_q, w_zero, w_sum = plan
             rows = x.reshape(-1, self.in_features)
-            codes = torch.ops.fq_plugin.quantize_affine_u8(rows, x_min, x_max, bits)
+            codes = run_fused(torch.ops.fq_plugin.quantize_affine_u8, self.input_quantizer.name, rows, x_min, x_max,
+                              bits)
             y = torch.ops.fq_plugin.int8_linear(codes, x_scale, x_min, w_q, self.weight_scale, w_zero, w_sum,
                                                 self.bias)
             y = y.view(x.shape[:-1] + (self.out_features,))

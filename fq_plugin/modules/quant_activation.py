@@ -5,7 +5,14 @@ from ..quant import valid_positions
 
 
 class QuantActivation(nn.Module):
-    """``fn(x)`` followed by its quantizer (for the FFN ReLU: x_min fixed to 0, before dropout)."""
+    """``fn(x)`` followed by its quantizer (for the FFN ReLU: x_min fixed to 0, before dropout).
+
+    Attributes:
+        consumer: the packed layer that reads the output (set by the model, not saved), or None; when it multiplies
+            the quantizer's codes of it (``PackedInt8Linear.requantizes``), the fake quantization is skipped.
+    """
+
+    consumer = None
 
     def __init__(self, fn, quantizer):
         super().__init__()
@@ -14,6 +21,8 @@ class QuantActivation(nn.Module):
 
     def forward(self, x):
         y = self.fn(x)
+        if self.consumer is not None and self.consumer.requantizes(self.quantizer, y):
+            return y
         return self.quantizer(y, valid_positions(y))
 
     def select_features(self, keep):

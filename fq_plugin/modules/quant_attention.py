@@ -311,7 +311,9 @@ class QuantMultiheadAttention(InferenceCache, MultiheadAttention):
             if key_rows is not None:
                 k, v = (gather_key_rows(t, key_rows, heads) for t in (k, v))
             attn, probs = self._attend(q, k, v, masked, query_valid, bsz, kv_bsz)
-        attn = apply_quantizer(self.attn_out_quantizer, attn, query_valid)
+        requantized = getattr(self.out_proj, "requantizes", None)
+        if self.out_proj_residual or requantized is None or not requantized(self.attn_out_quantizer, attn):
+            attn = apply_quantizer(self.attn_out_quantizer, attn, query_valid)
         attn = self.out_proj(attn) + attn if self.out_proj_residual else self.out_proj(attn)
 
         weights = None

@@ -4,7 +4,7 @@ Every op runs on the same shapes side by side in one process, with 1 and 2 threa
 (``--rounds`` rounds of about ``--batch-time`` seconds each) and the median per call is reported. Prints a markdown
 table (GOP/s, 2*M*N*K operations per call, ternary counted like one plane, and speed relative to fp32) to stdout.
 
-Usage: OMP_NUM_THREADS=2 .venv/bin/python scripts/bench/bench_kernels.py [--quick]
+Usage: OMP_NUM_THREADS=2 .venv/bin/python scripts/bench/bench_kernels.py [--quick] [--m 4] [--threads 1]
 """
 import argparse
 import datetime
@@ -83,8 +83,10 @@ def main():
     parser.add_argument("--quick", action="store_true", help="fewer shapes (M in 1, 64, 2048; no 32k vocabulary)")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds; the median is reported")
     parser.add_argument("--batch-time", type=float, default=0.01, help="seconds of calls per op and round")
+    parser.add_argument("--m", type=int, nargs="+", help="only these activation row counts M")
     args = parser.parse_args()
     ms, nk = (MS, NK) if not args.quick else ([1, 64, 2048], NK[:-1])
+    ms = args.m or ms
 
     info = ops.backend_info()
     print(f"# Low-bit GEMM kernels (CPU), {datetime.date.today()}\n")

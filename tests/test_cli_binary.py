@@ -76,6 +76,28 @@ def test_bitnet_trains_and_translates(data_bin, tmp_path):
     assert bleu > BINARY_BLEU
 
 
+def test_a_float_model_initializes_a_binarized_one(data_bin, float_teacher, tmp_path):
+    """--restore-file of a float checkpoint starts a BMT model from its weights (BMT's extra LayerNorms, which the
+    float model lacks, start fresh); a binarized checkpoint whose LayerNorms do not match is still refused."""
+    reset = ("--reset-optimizer", "--reset-dataloader", "--reset-meters")
+    student = tmp_path / "student"
+    proc = train(data_bin, student, "--quant-start-update", "0", "--restore-file", float_teacher, *reset,
+                 "--lr", "1e-6", arch="bmt_transformer_tiny", max_update=2)
+    assert "LayerNorm parameters of binarized projections start fresh" in proc.stdout + proc.stderr
+    state, teacher = _state(student / "checkpoint_last.pt"), _state(float_teacher)
+    for key, value in teacher.items():  # two Adam steps of at most ~1e-6 each
+        assert torch.allclose(state[key], value, atol=1e-5), key
+    norms = [k for k in state if ".output_norm.weight" in k]
+    assert norms and all(torch.allclose(state[k], torch.ones_like(state[k]), atol=1e-5) for k in norms)
+
+    no_norms = tmp_path / "no_norms"
+    train(data_bin, no_norms, "--quant-start-update", "0", "--no-extra-layernorm", arch="bmt_transformer_tiny",
+          max_update=1)
+    proc = train(data_bin, tmp_path / "bad", "--quant-start-update", "0", "--restore-file",
+                 no_norms / "checkpoint_last.pt", *reset, arch="bmt_transformer_tiny", max_update=2, check=False)
+    assert proc.returncode != 0 and "output_norm" in proc.stderr, proc.stderr[-2000:]
+
+
 @pytest.mark.slow  # three trainings: 2 min
 def test_bit_multistep_distillation(data_bin, float_teacher, tmp_path):
     """float teacher -> BiT W1A8 student -> BiT W1A1 student (restored from and distilled by the W1A8 one)."""

@@ -1,5 +1,7 @@
 """The fully quantized Transformer (seed 003): fairseq's Transformer with quantized modules plugged in
 through its build_* hooks."""
+import logging
+
 import torch
 from fairseq.dataclass.utils import gen_parser_from_dataclass
 from fairseq.distributed import fsdp_wrap
@@ -28,6 +30,8 @@ from ..modules.quant_layer_norm import QuantLayerNorm
 from ..modules.quant_linear import QuantEmbedding, QuantLinear
 from ..quant import Quantizer, token_mask
 from ..quant.inference_cache import InferenceCache, trusted_inference_caches
+
+logger = logging.getLogger(__name__)
 
 
 def _wrap_layer(layer, cfg):
@@ -246,12 +250,24 @@ class FQTransformerModel(TransformerModel):
         return any(q._enabled for q in self.quantizers())
 
     def upgrade_state_dict_named(self, state_dict, name):
-        """Let float checkpoints (e.g. a stock ``transformer``) load: quantizer state they lack starts fresh."""
+        """Let float checkpoints (e.g. a stock ``transformer``) load: quantizer state they lack starts fresh, and so
+        do the LayerNorms of binarized projections (BMT's output norms, BitNet's input norms) when the checkpoint is
+        a float model: a float model initializes a binarized one. A quantized checkpoint must match them."""
         super().upgrade_state_dict_named(state_dict, name)
         prefix = name + "." if name else ""
+        from_float = not any("quantizer." in key for key in state_dict if key.startswith(prefix))
+        fresh_norms = []
         for key, value in self.state_dict().items():
-            if ("quantizer." in key) and prefix + key not in state_dict:
+            if prefix + key in state_dict:
+                continue
+            if "quantizer." in key:
                 state_dict[prefix + key] = value
+            elif from_float and (".output_norm." in key or ".input_norm." in key):
+                state_dict[prefix + key] = value
+                fresh_norms.append(key)
+        if fresh_norms:
+            logger.info(f"float checkpoint: {len(fresh_norms)} LayerNorm parameters of binarized projections "
+                        "start fresh")
 
 
 @register_model_architecture("fq_transformer", "fq_transformer")

@@ -29,6 +29,11 @@ run() {
     # The same budget, float for the first half: binary weights from update UPDATES/2, distilled throughout.
     bmt_w1_kd_late) train bmt_w1_kd_late --arch bmt_transformer --quant-start-update $((UPDATES / 2)) \
                       --max-update "$UPDATES" --teacher-path "$FLOAT" --kd-alpha 0.5 ;;
+    # Two stages: the float teacher's weights initialize the 1-bit model (binary from its first update), which the
+    # teacher then distils for UPDATES more updates (fairseq's update count and warm-up restart at 0).
+    bmt_w1_from_float) train bmt_w1_from_float --arch bmt_transformer --quant-start-update 0 --max-update "$UPDATES" \
+                         --restore-file "$FLOAT" --reset-optimizer --reset-dataloader --reset-meters \
+                         --teacher-path "$FLOAT" --kd-alpha 0.5 ;;
     # Staged (BMT): float, binary weights from 100, 1-bit projection inputs from update 300.
     bmt_w1a1) train bmt_w1a1 --arch bmt_transformer "${QUANT[@]}" --activation-quant-start-update 300 \
                 --max-update "$UPDATES" --binarize-activations --no-binarize-attention ;;
@@ -49,7 +54,7 @@ run() {
   esac
 }
 
-ALL_RUNS=(bmt_w1 bmt_w1_noln bmt_w1_kd bmt_w1_kd_late bmt_w1a1 bitnet bit_kd ternary ternary_kd split)
+ALL_RUNS=(bmt_w1 bmt_w1_noln bmt_w1_kd bmt_w1_kd_late bmt_w1_from_float bmt_w1a1 bitnet bit_kd ternary ternary_kd split)
 RUNS=("$@")
 [ ${#RUNS[@]} -gt 0 ] || RUNS=("${ALL_RUNS[@]}")
 for name in "${RUNS[@]}"; do run "$name"; done

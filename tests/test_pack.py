@@ -1,6 +1,10 @@
 """fq-pack through the real CLI: a packed checkpoint translates like the fake-quantized checkpoint it came from
 (fairseq-generate and fairseq-interactive), runs the integer/bit kernels, is smaller, and bad inputs are refused
 without touching the input."""
+import platform
+import subprocess
+import sys
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -16,7 +20,7 @@ from fq_plugin.pack import pack_state
 from fq_plugin.quant import ActivationQuantizer, WeightQuantizer
 from fq_plugin.quant.binary_quantizers import BinaryWeightQuantizer, ElasticBinaryQuantizer, TokenQuantizer
 
-from helpers import generate_bleu, run_cli, run_main, train
+from helpers import cli_env, generate_bleu, run_cli, run_main, train
 
 
 def _load(path):
@@ -94,6 +98,38 @@ def test_both_int8_gemms_translate_alike(data_bin, fqt_deploy, tmp_path):
     hyps = {gemm: generate_bleu(data_bin, packed, env={"FQ_PLUGIN_INT8_GEMM": gemm})[1]
             for gemm in ("kernels", "int_mm")}
     assert len(hyps["kernels"]) == 100 and hyps["kernels"] == hyps["int_mm"]
+
+
+_FAULTS_AFTER_LOADING = """
+import resource, sys, torch
+import fq_plugin  # noqa: F401  (the safe loader needs its types registered)
+from fairseq import checkpoint_utils
+checkpoint_utils.load_model_ensemble([sys.argv[1]], arg_overrides={"data": sys.argv[2], "user_dir": sys.argv[3]})
+faults = []
+for _ in range(6):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    torch.ones(512, 32000)  # 64 MB, above glibc's largest default mmap threshold; freed at once
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(max(faults[3:]))  # the first allocations grow the heap
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="malloc is tuned on glibc only")
+def test_decoding_a_packed_checkpoint_reuses_freed_memory(data_bin, fqt_deploy, tmp_path):
+    """Building a packed model tunes glibc's malloc so that a large tensor allocated again (beam search allocates
+    several per step) reuses freed memory instead of faulting 16,000 pages in; FQ_PLUGIN_KEEP_FREED_MEMORY=0 leaves
+    malloc as it is, and then every allocation faults its pages in again."""
+    packed = _pack(fqt_deploy, tmp_path / "packed.pt")
+    faults = {}
+    for keep in ("1", "0"):
+        proc = subprocess.run([sys.executable, "-c", _FAULTS_AFTER_LOADING, packed, data_bin, fq_plugin.__path__[0]],
+                              env=cli_env({"FQ_PLUGIN_KEEP_FREED_MEMORY": keep}), capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        faults[keep] = int(proc.stdout.split()[-1])
+    assert faults["1"] < 100 and faults["0"] > 10_000, faults
+    proc = run_cli("fairseq-generate", data_bin, "--user-dir", fq_plugin.__path__[0], "--path", packed, "--cpu",
+                   "--gen-subset", "valid", "--max-sentences", "2", "--max-tokens", "4000")
+    assert "decoding keeps freed memory for reuse" in proc.stdout + proc.stderr
 
 
 def test_decoding_steps_match_fairseqs_own_normalization_and_reordering(data_bin, fqt_deploy, tmp_path, monkeypatch):

@@ -28,6 +28,7 @@ from ..modules.binary_config import spec_from_cfg
 from ..modules.quant_config import QuantConfig
 from ..modules.quant_layer_norm import QuantLayerNorm
 from ..modules.quant_linear import QuantEmbedding, QuantLinear
+from ..ops.heap import keep_freed_memory
 from ..quant import Quantizer, token_mask
 from ..quant.inference_cache import InferenceCache, trusted_inference_caches
 
@@ -187,7 +188,10 @@ class FQTransformerModel(TransformerModel):
         spec_from_cfg(args)  # fail fast on bad --quant-* values
         # pruned models: FFN sizes from --encoder-ffn-dims/--decoder-ffn-dims or from the loaded checkpoint
         model = apply_ffn_dims(super().build_model(args, task), args)
-        return to_packed_structure(model) if getattr(args, "packed", False) else link_gemm_inputs(model)
+        if not getattr(args, "packed", False):
+            return link_gemm_inputs(model)
+        keep_freed_memory()  # packed checkpoints are for decoding: beam search reuses its large buffers
+        return to_packed_structure(model)
 
     @classmethod
     def build_embedding(cls, args, dictionary, embed_dim, path=None):

@@ -182,10 +182,12 @@ class PackedInt8Linear(_PackedLayer):
         grid = self._input_grid()
         return None if grid is None else grid + self._kernel_weight()
 
+    def _per_token(self):
+        return self.token_quantizer is not None and self.token_quantizer._enabled
+
     def _int8_input_plan(self, x):
         """``_int8_plan`` where ``x`` is multiplied from its codes (float32, no per-token quantizer), else None."""
-        per_token = self.token_quantizer is not None and self.token_quantizer._enabled
-        return None if per_token or x.dtype != torch.float32 else self.step_cached("int8", self._int8_plan)
+        return None if self._per_token() or x.dtype != torch.float32 else self.step_cached("int8", self._int8_plan)
 
     def requantizes(self, quantizer, x):
         """True when this layer's input ``x`` (inference, no gradient) goes to the int8 GEMM as ``quantizer``'s codes:
@@ -194,11 +196,10 @@ class PackedInt8Linear(_PackedLayer):
                 and not torch.is_grad_enabled() and self._int8_input_plan(x) is not None)
 
     def forward(self, x):
-        per_token = self.token_quantizer is not None and self.token_quantizer._enabled
-        plan = self._int8_input_plan(x)
+        per_token = self._per_token()
         if per_token and x.dtype == torch.float32:
             y = self._per_token_linear(x)
-        elif plan is None:  # float (or half) inputs: the dequantized weight
+        elif (plan := self._int8_input_plan(x)) is None:  # float (or half) inputs: the dequantized weight
             x = self.token_quantizer(x) if per_token else x
             y = linear_rows(x, self.dense_weight().to(x.dtype), self.bias)
         else:

@@ -18,6 +18,8 @@ FLOAT=${FLOAT:-work/bench_fqt/float/checkpoint_last.pt}  # the teacher; bench_pa
 source scripts/bench/common.sh
 TRAIN+=(--criterion qat_label_smoothed_cross_entropy)
 QUANT=(--quant-start-update 100)  # float for the first 100 updates, as the FQT benchmark
+FROM_FLOAT=(--quant-start-update 0 --max-update "$UPDATES" --restore-file "$FLOAT" --reset-optimizer --reset-dataloader
+            --reset-meters --teacher-path "$FLOAT" --kd-alpha 0.5)
 
 run() {
   case $1 in
@@ -29,11 +31,10 @@ run() {
     # The same budget, float for the first half: binary weights from update UPDATES/2, distilled throughout.
     bmt_w1_kd_late) train bmt_w1_kd_late --arch bmt_transformer --quant-start-update $((UPDATES / 2)) \
                       --max-update "$UPDATES" --teacher-path "$FLOAT" --kd-alpha 0.5 ;;
-    # Two stages: the float teacher's weights initialize the 1-bit model (binary from its first update), which the
-    # teacher then distils for UPDATES more updates (fairseq's update count and warm-up restart at 0).
-    bmt_w1_from_float) train bmt_w1_from_float --arch bmt_transformer --quant-start-update 0 --max-update "$UPDATES" \
-                         --restore-file "$FLOAT" --reset-optimizer --reset-dataloader --reset-meters \
-                         --teacher-path "$FLOAT" --kd-alpha 0.5 ;;
+    # Two stages: the float teacher's weights initialize the 1-bit (ternary) model, binary from its first update,
+    # which the teacher then distils for UPDATES more updates (fairseq's update count and warm-up restart at 0).
+    bmt_w1_from_float) train bmt_w1_from_float --arch bmt_transformer "${FROM_FLOAT[@]}" ;;
+    ternary_from_float) train ternary_from_float --arch bmt_transformer --weight-quant ternary "${FROM_FLOAT[@]}" ;;
     # Staged (BMT): float, binary weights from 100, 1-bit projection inputs from update 300.
     bmt_w1a1) train bmt_w1a1 --arch bmt_transformer "${QUANT[@]}" --activation-quant-start-update 300 \
                 --max-update "$UPDATES" --binarize-activations --no-binarize-attention ;;
@@ -54,7 +55,7 @@ run() {
   esac
 }
 
-ALL_RUNS=(bmt_w1 bmt_w1_noln bmt_w1_kd bmt_w1_kd_late bmt_w1_from_float bmt_w1a1 bitnet bit_kd ternary ternary_kd split)
+ALL_RUNS=(bmt_w1 bmt_w1_noln bmt_w1_kd bmt_w1_kd_late bmt_w1_from_float bmt_w1a1 bitnet bit_kd ternary ternary_kd ternary_from_float split)
 RUNS=("$@")
 [ ${#RUNS[@]} -gt 0 ] || RUNS=("${ALL_RUNS[@]}")
 for name in "${RUNS[@]}"; do run "$name"; done

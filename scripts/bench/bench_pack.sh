@@ -141,9 +141,11 @@ speed_grid() {  # speed_grid ROOT OUT: the speed table of the caller's models (n
               --output "$log.hyp" --beam 4 --lenpen 0.6 --batch-size "$batch" --threads "$threads" \
               "${ct2_len[@]}" > "$log" 2>&1
           else
-            OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads fairseq-generate "$d" --user-dir fq_plugin \
-              --path "$root/${entry#*:}" --gen-subset test --beam 4 --lenpen 0.6 --batch-size "$batch" \
-              --required-batch-size-multiple 1 "${gen_len[@]}" --cpu > "$log.out" 2> "$log"
+            local heap=()  # NAME_heap: fairseq-generate with the malloc thresholds that packed checkpoints set
+            [[ $name != *_heap ]] || heap=(MALLOC_MMAP_THRESHOLD_=1073741824 MALLOC_TRIM_THRESHOLD_=1073741824)
+            env "${heap[@]}" OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads fairseq-generate "$d" \
+              --user-dir fq_plugin --path "$root/${entry#*:}" --gen-subset test --beam 4 --lenpen 0.6 \
+              --batch-size "$batch" --required-batch-size-multiple 1 "${gen_len[@]}" --cpu > "$log.out" 2> "$log"
           fi
           runs[$name]+="$(tokens_per_s "$log");"
         done
@@ -205,7 +207,8 @@ EOF2
   [ -s "$dir/int8_deploy/packed.pt" ] || fq-pack "$dir/int8_deploy/checkpoint_last.pt" "$dir/int8_deploy/packed.pt"
   python scripts/bench/ct2_translate.py convert --checkpoint "$dir/float/model.pt" --data-bin "$dir/bin" \
     --output-dir "$dir/ct2_float"
-  local models=(float:float/model.pt int8_packed:int8_deploy/packed.pt bitnet_packed:bitnet_emb8/packed.pt
+  local models=(float:float/model.pt float_heap:float/model.pt int8_packed:int8_deploy/packed.pt
+                bitnet_packed:bitnet_emb8/packed.pt
                 bitnet_out8_packed:bitnet_out8/packed.pt ternary_packed:ternary_emb8/packed.pt ct2_int8:ct2_float)
   local gen_len=(--min-len "$fixed" --max-len-a 0 --max-len-b "$fixed") ct2_len=(--min-len "$fixed" --max-len "$fixed")
   local data=$dir/bin source=$dir/raw/test.en count=128

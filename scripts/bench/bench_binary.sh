@@ -55,7 +55,8 @@ run() {
   esac
 }
 
-ALL_RUNS=(bmt_w1 bmt_w1_noln bmt_w1_kd bmt_w1_kd_late bmt_w1_from_float bmt_w1a1 bitnet bit_kd ternary ternary_kd ternary_from_float split)
+ALL_RUNS=(bmt_w1 bmt_w1_noln bmt_w1_kd bmt_w1_kd_late bmt_w1_from_float bmt_w1a1 bitnet bit_kd ternary ternary_kd
+          ternary_from_float split)
 RUNS=("$@")
 [ ${#RUNS[@]} -gt 0 ] || RUNS=("${ALL_RUNS[@]}")
 for name in "${RUNS[@]}"; do run "$name"; done

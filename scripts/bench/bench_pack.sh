@@ -208,8 +208,8 @@ EOF2
   python scripts/bench/ct2_translate.py convert --checkpoint "$dir/float/model.pt" --data-bin "$dir/bin" \
     --output-dir "$dir/ct2_float"
   local models=(float:float/model.pt float_heap:float/model.pt int8_packed:int8_deploy/packed.pt
-                bitnet_packed:bitnet_emb8/packed.pt
-                bitnet_out8_packed:bitnet_out8/packed.pt ternary_packed:ternary_emb8/packed.pt ct2_int8:ct2_float)
+                bitnet_packed:bitnet_emb8/packed.pt bitnet_out8_packed:bitnet_out8/packed.pt
+                ternary_packed:ternary_emb8/packed.pt ct2_int8:ct2_float)
   local gen_len=(--min-len "$fixed" --max-len-a 0 --max-len-b "$fixed") ct2_len=(--min-len "$fixed" --max-len "$fixed")
   local data=$dir/bin source=$dir/raw/test.en count=128
   local data1=$dir/head/bin source1=$dir/head/test.en count1=$base_head

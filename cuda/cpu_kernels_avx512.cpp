@@ -114,13 +114,16 @@ inline __m512i sum_each16(const __m512i (&a)[16]) {
   return _mm512_add_epi32(_mm512_shuffle_i32x4(c01, c23, 0x88), _mm512_shuffle_i32x4(c01, c23, 0xDD));
 }
 
-// The row operands of the int8 epilogue for rows m + i in lanes 4i + j (rows past M repeat row m).
+// The activation row of lane 4i + j of a tile of mr rows from row m: m + i (rows past the tile repeat row m).
+inline int64_t lane_row(int64_t m, int mr, int lane) { return m + (lane / 4 < mr ? lane / 4 : 0); }
+
+// The row operands of the int8 epilogue for rows m + i in lanes 4i + j.
 struct Rows4 {
   __m512 sx, zx, rx, kzx;
   Rows4(const Int8Epilogue& ep, int64_t m, int mr) {
     alignas(64) float sxv[16], zxv[16], rxv[16], kzxv[16];
     for (int lane = 0; lane < 16; ++lane) {
-      const int64_t r = m + (lane / 4 < mr ? lane / 4 : 0);
+      const int64_t r = lane_row(m, mr, lane);
       sxv[lane] = ep.sx[r * ep.sx_stride];
       zxv[lane] = ep.zx[r * ep.zx_stride];
       rxv[lane] = static_cast<float>(ep.rx[r]);
@@ -503,8 +506,8 @@ void w1a8_gemm(const uint8_t* xbuf, const int32_t* xsum, int64_t M, int64_t K, c
       const int mr = static_cast<int>(min64(kW1A8MR, M - m));
       alignas(64) float sxv[16];
       alignas(64) int32_t xsv[16];
-      for (int lane = 0; lane < 16; ++lane) {  // row operands in lanes 4i + j (rows past M repeat row m)
-        const int64_t r = m + (lane / 4 < mr ? lane / 4 : 0);
+      for (int lane = 0; lane < 16; ++lane) {  // row operands in lanes 4i + j
+        const int64_t r = lane_row(m, mr, lane);
         sxv[lane] = ep.sx[r * ep.sx_stride];
         xsv[lane] = static_cast<int32_t>(planes) * xsum[r];
       }
